@@ -1,0 +1,27 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv when needed.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_OUT ?= demo-output
+PYTEST_ARGS ?=
+
+.PHONY: install assets demo test bench clean
+
+install:
+	bash tools/install.sh
+
+assets: install
+	$(VENV)/bin/anycharv assets fetch
+
+demo: assets
+	$(PY) tools/demo.py --out $(DEMO_OUT)
+
+test: assets
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: assets
+	$(PY) benchmarks/preprocess.py --out benchmarks/results/preprocess-cpu.json
+	$(PY) benchmarks/inference.py --out benchmarks/results/inference-cpu.json
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

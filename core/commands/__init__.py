@@ -1,0 +1,1 @@
+"""Subcommands of the ``anycharv`` CLI, one module each (``register(subparsers)``)."""

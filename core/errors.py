@@ -1,0 +1,32 @@
+"""Typed errors: every message names the offending input and the reason."""
+
+from __future__ import annotations
+
+
+class AnyCharVError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class ConfigError(AnyCharVError, ValueError):
+    """A config file, key or value is wrong; the message names the key."""
+
+
+class InputError(AnyCharVError, ValueError):
+    """A user-supplied input (file, image, video, id) cannot be used.
+
+    ``code`` is a short machine-readable reason (it is what manifests record).
+    """
+
+    def __init__(self, input_name: str, reason: str, code: str = "bad_input"):
+        self.input_name = str(input_name)
+        self.reason = reason
+        self.code = code
+        super().__init__(f"{self.input_name}: {reason}")
+
+
+class AssetError(AnyCharVError, RuntimeError):
+    """An offline asset is missing, corrupt, or cannot be fetched."""
+
+
+class WeightsError(AnyCharVError, ValueError):
+    """A checkpoint does not match the expected layout (missing/unexpected/mis-shaped keys)."""
