@@ -16,6 +16,8 @@ from anycharv.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
+_WORD_BOOLEANS = {"on", "off", "yes", "no", "y", "n"}
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -43,13 +45,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into (["a","b","c"], value); the value is parsed as YAML (so 3, 0.5,
-    true, [1,2], null work, and anything else stays a string)."""
+    true, [1,2], null work, and anything else stays a string). YAML 1.1's word booleans (on/off,
+    yes/no) stay strings: ``filter.people_rule=off`` means the choice "off", and pydantic still reads
+    them as booleans where a field is a bool."""
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key.sub=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r}: empty key")
+    if raw.strip().lower() in _WORD_BOOLEANS:
+        return key.split("."), raw.strip()
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

@@ -4,7 +4,7 @@ them directly as plain Python."""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
 from dataclasses import dataclass
 
 from anycharv.preprocessing.records import ClipTask

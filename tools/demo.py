@@ -36,7 +36,8 @@ def main() -> int:
     videos = [str(asset_path(name)) for name in SAMPLE_VIDEOS]
 
     start = time.time()
-    cmd = anycharv + ["preprocess", "--output", str(out / "preprocess")]
+    config = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+    cmd = anycharv + ["preprocess", "--config", str(config), "--output", str(out / "preprocess")]
     for video in videos:
         cmd += ["--input", video]
     run(cmd)

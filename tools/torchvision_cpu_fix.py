@@ -72,22 +72,41 @@ def _register_fallback() -> None:
 
 
 class _TorchvisionFinder(importlib.abc.MetaPathFinder):
-    """Acts once, just before the real ``torchvision`` package is imported, then steps aside."""
+    """Wraps the loader of the real ``torchvision`` package until it has actually been executed.
+
+    Availability checks (``importlib.util.find_spec("torchvision")``, as transformers does) also come
+    through here; the hook stays installed until the real import runs, then steps aside.
+    """
+
+    def __init__(self):
+        self._extension_ok: bool | None = None
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "torchvision":
             return None
+        spec = None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        if spec is None or not spec.submodule_search_locations:
+            return spec
+        if self._extension_ok is None:
+            self._extension_ok = _extension_loads(Path(next(iter(spec.submodule_search_locations))))
+        if self._extension_ok:
+            self._remove()
+            return spec
+        _register_fallback()
+        spec.loader = _FlagOpsLoader(spec.loader, self)
+        return spec
+
+    def _remove(self) -> None:
         try:
             sys.meta_path.remove(self)
         except ValueError:
             pass
-        spec = importlib.util.find_spec("torchvision")
-        if spec is not None and spec.submodule_search_locations:
-            package_dir = Path(next(iter(spec.submodule_search_locations)))
-            if not _extension_loads(package_dir):
-                _register_fallback()
-                spec.loader = _FlagOpsLoader(spec.loader)
-        return spec
 
 
 def _fallback_has_ops() -> bool:
@@ -98,14 +117,16 @@ class _FlagOpsLoader(importlib.abc.Loader):
     """Runs torchvision's own import, then marks its ops as present (``nms`` now is); ops without a
     fallback still fail, with torch's "no such operator" error naming them."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, finder: _TorchvisionFinder):
         self._inner = inner
+        self._finder = finder
 
     def create_module(self, spec):
         return self._inner.create_module(spec)
 
     def exec_module(self, module):
         self._inner.exec_module(module)
+        self._finder._remove()
         extension = sys.modules.get("torchvision.extension")
         if extension is not None:
             extension._has_ops = _fallback_has_ops

@@ -35,7 +35,17 @@ def test_override_values_are_typed():
     assert parse_override("a=0.5") == (["a"], 0.5)
     assert parse_override("a=true") == (["a"], True)
     assert parse_override("a=hello world") == (["a"], "hello world")
+    assert parse_override("rule=off") == (["rule"], "off")  # a choice, not YAML 1.1's False
     assert apply_overrides({"x": {"y": 1}}, ["x.z=2"]) == {"x": {"y": 1, "z": 2}}
+
+
+def test_word_booleans_still_fill_bool_fields():
+    class Flags(StrictModel):
+        enabled: bool = True
+        rule: str = "exactly_one"
+
+    cfg = load_config(Flags, None, ["enabled=off", "rule=off"])
+    assert cfg.enabled is False and cfg.rule == "off"
 
 
 def test_unknown_key_is_named():

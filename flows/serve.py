@@ -1,0 +1,49 @@
+"""Serve anycharv's flows as Prefect deployments, so they can be triggered (and scheduled) from the
+Prefect UI with forms built from the typed configs.
+
+    prefect server start                                   # or point PREFECT_API_URL at your server
+    python -m anycharv.flows.serve                         # serves the `preprocess` deployment
+    python -m anycharv.flows.serve --cron "0 3 * * *"      # ...and runs it nightly
+
+The served process runs the flow runs itself (local Ray by default; set the flow's
+``config.runtime.ray_address`` to use a cluster).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from prefect import serve
+
+from anycharv.flows.preprocess import preprocess
+
+
+def build_deployments(cron: str | None = None, inputs: list[str] | None = None, output: str | None = None):
+    """The RunnerDeployments of the project's flows (parameters default to the embedded config)."""
+    parameters = {}
+    if inputs:
+        parameters["inputs"] = inputs
+    if output:
+        parameters["output"] = output
+    return [
+        preprocess.to_deployment(
+            name="preprocess",
+            description="Raw videos in, clean annotated clips out (Parquet manifest + per-clip annotations).",
+            tags=["anycharv", "preprocessing"],
+            parameters=parameters,
+            cron=cron,
+        )
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cron", default=None, help="schedule, e.g. '0 3 * * *' (default: trigger by hand)")
+    parser.add_argument("--input", action="append", default=None, help="default inputs shown in the UI form")
+    parser.add_argument("--output", default=None, help="default output folder shown in the UI form")
+    args = parser.parse_args(argv)
+    serve(*build_deployments(args.cron, args.input, args.output))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Fine foreground mask of the main character, per frame, inside its track box.
+
+Backends:
+- ``isnet``: the ISNet ONNX segmenter on a crop around the box (enlarged by ``crop_margin``), so
+  small people get the model's full resolution. The released graph has its 1024x1024 size baked
+  into every Resize node; for other ``mask.size`` values the graph is rewritten once at load time to
+  resize by *scale* instead, which is exact for sizes that are multiples of 128.
+- ``ultralytics``: a YOLO-seg model (the instance with the best IoU to the box) or a SAM-family
+  model prompted with the box.
+
+Both return the mask intersected with the box plus the raw foreground outside it (for the
+mask-inside-box consistency filter).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from anycharv.devices import pick_device
+from anycharv.preprocessing.config import MaskConfig, resolve_weights
+
+ISNET_NATIVE = 1024
+
+
+@dataclass
+class MaskResult:
+    masks: np.ndarray  # (T, H, W) bool, inside the box
+    coverage: np.ndarray  # (T,) mask share of the box area (NaN without a box)
+    outside: np.ndarray  # (T,) share of the raw foreground (within the crop) outside the box (NaN without a box)
+
+
+def onnx_providers(device) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device.type == "cuda" and "CUDAExecutionProvider" in available:
+        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def ort_session(model, device):
+    """An onnxruntime session on ``device``; its thread pool follows OMP_NUM_THREADS when set (the
+    runner pins threads per worker; onnxruntime would otherwise take every core in every actor)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    return ort.InferenceSession(model, opts, providers=onnx_providers(device))
+
+
+def isnet_resizable(model_path: str) -> bytes:
+    """The ISNet graph with size-valued Resize nodes turned into scale-valued ones and free H, W."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = onnx.load(model_path)
+    inferred = shape_inference.infer_shapes(model)
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        if dims and all(dims):
+            shapes[vi.name] = dims
+    inits = {i.name: i for i in model.graph.initializer}
+    replaced = set()
+    for node in model.graph.node:
+        if node.op_type != "Resize" or len(node.input) < 4 or node.input[3] not in inits:
+            continue
+        sizes = numpy_helper.to_array(inits[node.input[3]]).astype(np.float64)
+        src = shapes.get(node.input[0])
+        if src is None:
+            raise ValueError(f"{model_path}: cannot infer the input shape of Resize node {node.name}")
+        scales = (sizes / np.asarray(src, np.float64)).astype(np.float32)
+        name = f"{node.name}_scales"
+        model.graph.initializer.append(numpy_helper.from_array(scales, name))
+        replaced.add(node.input[3])
+        del node.input[3]
+        node.input[2] = name
+    still_used = {i for node in model.graph.node for i in node.input}
+    for name in replaced - still_used:
+        model.graph.initializer.remove(inits[name])
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "height", "width"
+    for k, out in enumerate(model.graph.output):
+        for j, d in enumerate(out.type.tensor_type.shape.dim[2:]):
+            d.dim_param = f"out{k}_{j}"
+    del model.graph.value_info[:]
+    return model.SerializeToString()
+
+
+def crop_box(box: np.ndarray, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """Integer crop (x1, y1, x2, y2) around ``box`` enlarged by ``margin`` per side, inside the frame."""
+    x1, y1, x2, y2 = [float(v) for v in box]
+    mw, mh = (x2 - x1) * margin, (y2 - y1) * margin
+    cx1, cy1 = max(0, int(np.floor(x1 - mw))), max(0, int(np.floor(y1 - mh)))
+    cx2, cy2 = min(width, int(np.ceil(x2 + mw))), min(height, int(np.ceil(y2 + mh)))
+    return cx1, cy1, max(cx2, cx1 + 1), max(cy2, cy1 + 1)
+
+
+def box_mask(box: np.ndarray, height: int, width: int) -> np.ndarray:
+    m = np.zeros((height, width), bool)
+    x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x2, y2 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
+    m[y1:y2, x1:x2] = True
+    return m
+
+
+def _stats(raw: np.ndarray, box: np.ndarray, crop) -> tuple[np.ndarray, float, float]:
+    """Intersect a full-frame raw mask with the box; coverage of the box and raw share outside it."""
+    h, w = raw.shape
+    inside = box_mask(box, h, w)
+    mask = raw & inside
+    area = inside.sum()
+    cx1, cy1, cx2, cy2 = crop
+    raw_total = raw[cy1:cy2, cx1:cx2].sum()
+    coverage = float(mask.sum() / area) if area else 0.0
+    outside = float(1.0 - mask.sum() / raw_total) if raw_total else 0.0
+    return mask, coverage, outside
+
+
+class _BoxMasker:
+    """Per-frame loop shared by the backends: a raw foreground mask around the track box (``_raw``),
+    then intersection with the box and the coverage / outside-the-box statistics."""
+
+    cfg: MaskConfig
+
+    def _raw(self, frame_rgb: np.ndarray, box: np.ndarray, crop) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def __call__(self, frames: np.ndarray, boxes: np.ndarray) -> MaskResult:
+        t, h, w = frames.shape[:3]
+        masks = np.zeros((t, h, w), bool)
+        coverage = np.full(t, np.nan, np.float32)
+        outside = np.full(t, np.nan, np.float32)
+        for i in range(t):
+            if np.isnan(boxes[i]).any():
+                continue
+            crop = crop_box(boxes[i], self.cfg.crop_margin, w, h)
+            masks[i], coverage[i], outside[i] = _stats(self._raw(frames[i], boxes[i], crop), boxes[i], crop)
+        return MaskResult(masks, coverage, outside)
+
+
+class IsnetMasker(_BoxMasker):
+    def __init__(self, cfg: MaskConfig):
+        self.cfg = cfg
+        path = resolve_weights(cfg.weights)
+        model = path if cfg.size == ISNET_NATIVE else isnet_resizable(path)
+        self.session = ort_session(model, pick_device(cfg.device))
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def probability(self, crop_rgb: np.ndarray) -> np.ndarray:
+        """Foreground probability (h, w) float32 of an RGB crop."""
+        import cv2
+
+        h, w = crop_rgb.shape[:2]
+        s = self.cfg.size
+        x = cv2.resize(crop_rgb, (s, s), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0 - 0.5
+        x = x.transpose(2, 0, 1)[None]
+        # The output is already a sigmoid probability; no per-image min-max stretch (that would turn
+        # a crop without any foreground into noise).
+        y = self.session.run([self.output_name], {self.input_name: x})[0][0, 0].astype(np.float32)
+        return cv2.resize(y, (w, h), interpolation=cv2.INTER_LINEAR)
+
+    def _raw(self, frame_rgb: np.ndarray, box: np.ndarray, crop) -> np.ndarray:
+        cx1, cy1, cx2, cy2 = crop
+        raw = np.zeros(frame_rgb.shape[:2], bool)
+        raw[cy1:cy2, cx1:cx2] = self.probability(frame_rgb[cy1:cy2, cx1:cx2]) >= self.cfg.threshold
+        return raw
+
+
+class UltralyticsMasker(_BoxMasker):
+    """YOLO-seg (best-IoU person instance) or SAM-family (box prompt) masks."""
+
+    def __init__(self, cfg: MaskConfig):
+        from anycharv.preprocessing.detect_track import load_ultralytics
+
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        self.is_sam = "sam" in os.path.basename(cfg.weights).lower()
+        self.model = load_ultralytics(cfg.weights, "SAM" if self.is_sam else "YOLO")
+
+    def _raw(self, frame_rgb: np.ndarray, box: np.ndarray, crop=None) -> np.ndarray:
+        import cv2
+
+        from anycharv.preprocessing.detect_track import box_iou, ultralytics_predict
+
+        h, w = frame_rgb.shape[:2]
+        bgr = np.ascontiguousarray(frame_rgb[..., ::-1])
+        if self.is_sam:
+            res = ultralytics_predict(self.model, bgr, bboxes=[box.tolist()], device=str(self.device), verbose=False)[0]
+            best = 0
+        else:
+            res = ultralytics_predict(self.model, bgr, imgsz=self.cfg.imgsz, conf=self.cfg.conf, classes=[0],
+                                     device=str(self.device), verbose=False)[0]
+            if res.masks is None or res.boxes is None or not len(res.boxes):
+                return np.zeros((h, w), bool)
+            best = int(np.argmax(box_iou(res.boxes.xyxy.cpu().numpy(), box)[:, 0]))
+        if res.masks is None or not len(res.masks):
+            return np.zeros((h, w), bool)
+        m = res.masks.data[best].float().cpu().numpy()
+        if m.shape != (h, w):
+            m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+        return m >= self.cfg.threshold
+
+
+
+def build_masker(cfg: MaskConfig):
+    return IsnetMasker(cfg) if cfg.backend == "isnet" else UltralyticsMasker(cfg)

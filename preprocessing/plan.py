@@ -1,0 +1,84 @@
+"""Plan one source video into clip tasks: probe, shot cuts, fixed windows, content-derived ids.
+
+Clip ids hash the source *bytes* (not its path), the frame range and the config hash, so a rerun
+over the same data and config gives the same ids (idempotent outputs) and a changed config gives
+new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+from anycharv.config import config_hash
+from anycharv.errors import InputError
+from anycharv.preprocessing.config import PreprocessConfig
+from anycharv.preprocessing.records import ClipTask
+from anycharv.preprocessing.shot_cuts import detect_shot_cuts, shot_ranges, split_windows
+from anycharv.preprocessing.video_io import VideoInfo, probe_video, processing_size, read_grey_thumbnails
+
+CLIP_ID_LEN = 20
+_digest_cache: dict[tuple[str, int, int], str] = {}
+_digest_lock = threading.Lock()
+
+
+def source_digest(path: str) -> str:
+    """sha256 of the file's bytes (streamed), cached per (absolute path, mtime, size)."""
+    path = os.path.abspath(str(path))
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InputError(path, f"cannot stat ({exc})", code="not_found") from exc
+    key = (path, st.st_mtime_ns, st.st_size)
+    with _digest_lock:
+        if key in _digest_cache:
+            return _digest_cache[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    with _digest_lock:
+        _digest_cache[key] = digest
+    return digest
+
+
+def clip_id(digest: str, start: int, end: int, cfg_hash: str) -> str:
+    return hashlib.sha256(f"{digest}:{start}:{end}:{cfg_hash}".encode()).hexdigest()[:CLIP_ID_LEN]
+
+
+def plan_windows(info: VideoInfo, cfg: PreprocessConfig) -> list[tuple[int, int]]:
+    """Clip frame ranges of a probed video (decodes small grey thumbnails for the cut detector)."""
+    s = cfg.split
+    if info.num_frames < s.min_len:
+        return []
+    grey = read_grey_thumbnails(info, width=s.cut_size)
+    cuts = detect_shot_cuts(grey, threshold=s.cut_threshold, ratio=s.cut_ratio)
+    windows = split_windows(shot_ranges(info.num_frames, cuts), s.clip_len, s.stride, s.min_len)
+    if s.max_clips_per_video is not None:
+        windows = windows[: s.max_clips_per_video]
+    return windows
+
+
+def plan_video(source: str, cfg: PreprocessConfig, work_root: str) -> list[ClipTask]:
+    """ClipTasks of one source video; raises InputError (with a code) for unusable inputs, including
+    ``too_short`` when no window of at least ``split.min_len`` frames fits in any shot."""
+    source = str(source)
+    info = probe_video(source, cfg.decode)
+    windows = plan_windows(info, cfg)
+    if not windows:
+        raise InputError(source, f"no clip of at least {cfg.split.min_len} frames in {info.num_frames} frames", code="too_short")
+    width, height = processing_size(info.width, info.height, cfg.decode.short_side, cfg.decode.size_multiple, cfg.decode.upscale)
+    digest = source_digest(source)
+    chash = config_hash(cfg)
+    tasks = []
+    for start, end in windows:
+        cid = clip_id(digest, start, end, chash)
+        tasks.append(ClipTask(
+            clip_id=cid, source=os.path.abspath(source), start_frame=start, end_frame=end, fps=info.fps,
+            width=width, height=height, src_width=info.width, src_height=info.height,
+            work_dir=os.path.join(str(work_root), cid),
+            stats={"source_sha256": digest, "config_hash": chash, "codec": info.codec, "decode_backend": info.backend},
+        ))
+    return tasks

@@ -1,0 +1,61 @@
+"""Pose of the main character: keypoint layouts shared by the backends, and the backend factory.
+
+Layouts (``stats["keypoint_layout"]``), all starting with the 18 OpenPose body points so the body
+part of every layout renders the same way:
+- ``openpose18``: nose, neck, r-shoulder, r-elbow, r-wrist, l-shoulder, l-elbow, l-wrist, r-hip,
+  r-knee, r-ankle, l-hip, l-knee, l-ankle, r-eye, l-eye, r-ear, l-ear.
+- ``dwpose134``: ``openpose18`` + 6 feet + 68 face + 21 left hand + 21 right hand (DWPose's 133
+  COCO-WholeBody points with the neck added).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# OpenPose-18 body index -> COCO-17 index (neck, index 1, is the shoulder midpoint).
+OPENPOSE_FROM_COCO = [0, -1, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3]
+LAYOUTS = {"openpose18": 18, "dwpose134": 134}
+# Slices of each part inside dwpose134.
+BODY = slice(0, 18)
+FEET = slice(18, 24)
+FACE = slice(24, 92)
+LEFT_HAND = slice(92, 113)
+RIGHT_HAND = slice(113, 134)
+
+
+def coco_to_openpose(coco: np.ndarray) -> np.ndarray:
+    """(..., 17, 3) COCO body keypoints -> (..., 18, 3) OpenPose order with the neck added as the
+    shoulder midpoint (its score is the lower shoulder score)."""
+    coco = np.asarray(coco, np.float32)
+    out = np.zeros(coco.shape[:-2] + (18, 3), np.float32)
+    for op, c in enumerate(OPENPOSE_FROM_COCO):
+        if c >= 0:
+            out[..., op, :] = coco[..., c, :]
+    ls, rs = coco[..., 5, :], coco[..., 6, :]
+    out[..., 1, :2] = (ls[..., :2] + rs[..., :2]) / 2
+    out[..., 1, 2] = np.minimum(ls[..., 2], rs[..., 2])
+    return out
+
+
+def wholebody_to_dwpose134(kps: np.ndarray) -> np.ndarray:
+    """(..., 133, 3) COCO-WholeBody -> (..., 134, 3) ``dwpose134``."""
+    kps = np.asarray(kps, np.float32)
+    return np.concatenate([coco_to_openpose(kps[..., :17, :]), kps[..., 17:, :]], axis=-2)
+
+
+def body_confidence(keypoints: np.ndarray) -> float:
+    """Mean score of the 18 body points over the frames where the person has any keypoint."""
+    body = np.asarray(keypoints)[..., BODY, 2]
+    seen = body.max(axis=-1) > 0
+    return float(body[seen].mean()) if seen.any() else 0.0
+
+
+def build_pose_estimator(cfg):
+    """The configured backend; each has ``layout`` and ``__call__(frames, boxes) -> (T, K, 3)``."""
+    if cfg.backend == "dwpose":
+        from anycharv.preprocessing.pose_dwpose import DWPoseEstimator
+
+        return DWPoseEstimator(cfg)
+    from anycharv.preprocessing.pose_ultralytics import UltralyticsPoseEstimator
+
+    return UltralyticsPoseEstimator(cfg)

@@ -1,0 +1,596 @@
+"""The parallel preprocessing runner: clip stages as pools of Ray actors, with items streamed.
+
+* One Ray task per input video probes and splits it (``plan_fn``), a few at a time.
+* Each clip stage is a pool of actors created with the stage's resources (fractional GPUs allowed);
+  an actor calls ``stage.setup()`` once, then takes batches of clips.
+* A small scheduler on the driver waits on whatever finishes first (``ray.wait``) and moves clips on
+  at once, so stage N+1 works on the first clips while stage N is still busy with later ones. A
+  stage sends a partial batch only when nothing upstream could still fill it.
+* Finished clips are published by the driver (``finalize.finalize_clip``); a rerun skips what is
+  published (see ``finalize.py`` for the crash-safety argument).
+
+Failures: an exception on one clip is recorded on that clip (the Stage base class does this); an
+exception that escapes a whole batch rejects that batch's clips (``stage_error``); a worker process
+that dies rejects its batch (``worker_error``) and is replaced. Clips rejected for one of these
+reasons are retried by the next run. A stage whose ``setup()`` fails stops the run
+(``PipelineError``): nothing is recorded, since every clip would fail the same way.
+
+Ray is used here (and in launchers) only; stages are plain Python.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import sys
+import time
+from collections import Counter, deque
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import ray
+
+from anycharv.config import config_hash as compute_config_hash
+from anycharv.errors import AnyCharVError, InputError
+from anycharv.preprocessing.finalize import (
+    DONE_NAME, OutputLayout, unlink_quiet, atomic_write_json, clean_stale, clip_record, finalize_clip, read_json,
+    recover_finished, reset_work_dir,
+)
+from anycharv.preprocessing.records import REJECTED, ClipTask
+from anycharv.preprocessing.runtime import RuntimeConfig
+from anycharv.preprocessing.stage import Stage
+
+log = logging.getLogger(__name__)
+
+PlanFn = Callable[[str, Any, str], "list[ClipTask]"]
+DigestFn = Callable[[str], str]
+
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
+# Rejections caused by a failure of the machinery rather than by the input: the next run retries them.
+RETRY_REASONS = frozenset({"stage_error", "plan_error", "worker_error"})
+MAX_WORKER_REPLACEMENTS = 3
+
+
+class PipelineError(AnyCharVError, RuntimeError):
+    """The run cannot go on (a stage's setup failed, or its workers keep dying)."""
+
+
+# ----------------------------------------------------------------------------- inputs and keys
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[str]:
+    """Absolute paths of the inputs: globs are expanded, folders give the videos inside them. A
+    pattern that matches nothing is kept as is, so that it gets its ``not_found`` row."""
+    out: list[str] = []
+    for pattern in patterns:
+        pattern = os.path.expanduser(str(pattern))
+        if glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern, recursive=True))
+            if not matches:
+                out.append(os.path.abspath(pattern))
+            for match in matches:
+                out.extend(_expand_path(match))
+        else:
+            out.extend(_expand_path(pattern))
+    seen: set[str] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]
+
+
+def _expand_path(path: str) -> list[str]:
+    if os.path.isdir(path):
+        return sorted(
+            os.path.abspath(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files
+            if Path(f).suffix.lower() in VIDEO_EXTENSIONS
+        )
+    return [os.path.abspath(path)]
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def input_key(source_digest: str, cfg_hash: str) -> str:
+    """Content-derived key of an input video under one config."""
+    return "in-" + _short_hash(f"{source_digest}:{cfg_hash}")
+
+
+def path_key(source: str, cfg_hash: str) -> str:
+    """Key of an input that could not be read at all (so it has no digest): derived from its path."""
+    return "in-" + _short_hash(f"path:{source}:{cfg_hash}")
+
+
+def default_digest(path: str) -> str:
+    """sha256 of the file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- remote pieces
+
+
+def plan_input(source: str, cfg: Any, cfg_hash: str, work_root: str, input_states: str, resume: bool,
+               plan_fn: PlanFn, digest_fn: DigestFn) -> dict[str, Any]:
+    """Probe and split one input (runs as a Ray task). Returns its input record; a finished input's
+    stored record when resuming; a rejection record (with the reason code) for a bad input."""
+    record: dict[str, Any] = {"kind": "input", "source": source, "config_hash": cfg_hash, "source_digest": "",
+                              "key": path_key(source, cfg_hash), "status": REJECTED, "reason": "", "detail": "",
+                              "clips": []}
+    if not os.path.isfile(source):
+        return dict(record, reason="not_found", detail=f"{source}: no such file")
+    try:
+        digest = digest_fn(source)
+    except InputError as exc:
+        return dict(record, reason=exc.code, detail=str(exc))
+    except OSError as exc:
+        return dict(record, reason="unreadable", detail=f"{source}: {exc}")
+    record.update(source_digest=digest, key=input_key(digest, cfg_hash))
+    stored = Path(input_states) / f"{record['key']}.json"
+    if resume and stored.exists():
+        previous = read_json(stored)
+        if previous.get("reason") not in RETRY_REASONS:
+            return dict(previous, source=source, cached=True)
+    try:
+        clips = plan_fn(source, cfg, work_root)
+    except InputError as exc:
+        return dict(record, reason=exc.code, detail=str(exc))
+    except Exception as exc:  # an unexpected failure on one input is recorded; the batch goes on
+        return dict(record, reason="plan_error", detail=f"{source}: {type(exc).__name__}: {exc}")
+    if not clips:
+        return dict(record, reason="no_clips", detail=f"{source}: no clip passed the split rules")
+    return dict(record, status="planned", clips=[c.to_dict() for c in clips])
+
+
+def _limit_threads(threads: int) -> None:
+    """Keep an actor to its CPU share: environment for libraries not imported yet, direct calls for
+    those already imported (torch is not imported here: light stages should not pay for it)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    if "cv2" in sys.modules:
+        sys.modules["cv2"].setNumThreads(threads)
+
+
+class StageWorker:
+    """Body of one stage actor: the stage object, set up once, then fed batches."""
+
+    def __init__(self, stage: Stage, threads: int):
+        _limit_threads(threads)
+        self.stage = stage
+        self.threads = threads
+
+    def setup(self) -> float:
+        start = time.perf_counter()
+        self.stage.ensure_setup()
+        _limit_threads(self.threads)  # again, for what setup() imported
+        return time.perf_counter() - start
+
+    def process(self, tasks: list[ClipTask]) -> tuple[list[ClipTask], float]:
+        start = time.perf_counter()
+        out = self.stage.process_batch(tasks)
+        return out, time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- ray session
+
+
+@contextmanager
+def ray_session(runtime: RuntimeConfig) -> Iterator[bool]:
+    """Use the Ray connection the caller made, else join ``runtime.ray_address`` / ``RAY_ADDRESS``,
+    else start a local cluster. Only a connection made here is closed here (closing a connection to
+    an existing cluster leaves that cluster running). Yields whether this call connected."""
+    if ray.is_initialized():
+        yield False
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = runtime.ray_address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=runtime.num_cpus, num_gpus=runtime.num_gpus, include_dashboard=False, log_to_driver=True)
+    try:
+        yield True
+    finally:
+        ray.shutdown()
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+@dataclass
+class StageStats:
+    name: str
+    workers: int = 0
+    cpus_per_worker: float = 0.0
+    gpus_per_worker: float = 0.0
+    setup_s: float = 0.0
+    batches: int = 0
+    clips_in: int = 0
+    clips_ok: int = 0
+    clips_rejected: int = 0
+    frames: int = 0
+    busy_s: float = 0.0  # summed over the stage's workers
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.busy_s if self.busy_s > 0 else 0.0
+
+
+@dataclass
+class RunSummary:
+    """Counts and timings of one run (small: it travels as a Prefect result)."""
+
+    output: str
+    config_hash: str
+    inputs: int = 0
+    inputs_rejected: int = 0
+    inputs_cached: int = 0
+    clips_planned: int = 0
+    clips_processed: int = 0
+    clips_skipped: int = 0
+    clips_ok: int = 0
+    clips_rejected: int = 0
+    frames_processed: int = 0
+    recovered: int = 0
+    init_s: float = 0.0  # connecting to / starting Ray
+    setup_s: float = 0.0  # until every stage worker had loaded its models
+    run_s: float = 0.0  # the work itself (after setup when warm_start, else including it)
+    wall_s: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
+    stages: list[StageStats] = field(default_factory=list)
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames_processed / self.run_s if self.run_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["frames_per_s"] = self.frames_per_s
+        for stats, out in zip(self.stages, data["stages"]):
+            out["frames_per_s"] = stats.frames_per_s
+        return data
+
+
+# ----------------------------------------------------------------------------- scheduling
+
+
+def fit_resources(stages: Sequence[Stage], runtime: RuntimeConfig, cluster: dict[str, float]) -> list[tuple[int, float, float]]:
+    """(workers, cpus, gpus) per stage. When all pools together ask for more than the cluster has,
+    each reservation is scaled down by the same factor so every actor can start (the stages of a
+    pipeline are rarely all busy at once); GPU requests are dropped on a cluster without GPUs."""
+    workers = [runtime.stage_workers.get(s.name, runtime.num_workers) for s in stages]
+    cpus = [float(s.resources.cpus) for s in stages]
+    gpus = [float(s.resources.gpus) for s in stages]
+    total_cpu, total_gpu = float(cluster.get("CPU", 1.0)), float(cluster.get("GPU", 0.0))
+    if total_gpu <= 0 and any(gpus):
+        log.warning("no GPU in the Ray cluster: GPU stages run on CPU")
+        gpus = [0.0] * len(stages)
+    cpu_scale = min(1.0, total_cpu / max(1e-9, sum(w * c for w, c in zip(workers, cpus))))
+    gpu_demand = sum(w * g for w, g in zip(workers, gpus))
+    gpu_scale = min(1.0, total_gpu / gpu_demand) if gpu_demand > 0 else 1.0
+    if cpu_scale < 1.0:
+        log.info("stage pools ask for more CPUs than the cluster's %s: reservations scaled by %.2f", total_cpu, cpu_scale)
+
+    def frac(x: float) -> float:
+        x = int(x * 1e4) / 1e4  # Ray keeps 4 decimals
+        return float(int(x)) if x >= 1 else x
+
+    return [(w, frac(c * cpu_scale), frac(g * gpu_scale)) for w, c, g in zip(workers, cpus, gpus)]
+
+
+@dataclass
+class _Pool:
+    index: int
+    stage: Stage
+    stats: StageStats
+    batch_size: int
+    options: dict[str, Any]
+    threads: int
+    actors: list[Any] = field(default_factory=list)
+    idle: list[Any] = field(default_factory=list)
+    queue: deque = field(default_factory=deque)
+    busy: int = 0
+    replacements: int = 0
+
+
+class _Scheduler:
+    """Driver-side state of one run."""
+
+    def __init__(self, layout: OutputLayout, cfg: Any, cfg_hash: str, runtime: RuntimeConfig, stages: Sequence[Stage],
+                 plan_fn: PlanFn, digest_fn: DigestFn, summary: RunSummary):
+        self.layout, self.cfg, self.cfg_hash, self.runtime = layout, cfg, cfg_hash, runtime
+        self.plan_fn, self.digest_fn, self.summary = plan_fn, digest_fn, summary
+        self.stages = list(stages)
+        self.inflight: dict[Any, tuple] = {}
+        self.pending_inputs: deque[str] = deque()
+        self.plans_inflight = 0
+        self.digests: dict[str, str] = {}
+        self.timings: dict[str, dict[str, float]] = {}
+        self.seen: set[str] = set()
+        self.reasons: Counter = Counter()
+        self.pools: list[_Pool] = []
+        self.setup_start = 0.0
+        self.bar = None
+        self.remote_plan = None
+        self.plan_limit = 1
+
+    # -- setup
+
+    def start_pools(self) -> None:
+        """Create every stage's actors (once, when the first clip needs work: a rerun with nothing
+        left to do loads no model)."""
+        if self.pools:
+            return
+        self.setup_start = time.perf_counter()
+        names = Counter(s.name for s in self.stages)
+        if any(n > 1 for n in names.values()):
+            raise PipelineError(f"stage names must be unique, got {[s.name for s in self.stages]}")
+        fitted = fit_resources(self.stages, self.runtime, ray.cluster_resources())
+        for index, (stage, (workers, cpus, gpus)) in enumerate(zip(self.stages, fitted)):
+            threads = self.runtime.threads_per_worker or max(1, int(round(stage.resources.cpus)))
+            options = dict(num_cpus=cpus, num_gpus=gpus, max_restarts=0, max_concurrency=1)
+            pool = _Pool(index=index, stage=stage, batch_size=self.runtime.batch_size or max(1, stage.batch_size),
+                         options=options, threads=threads,
+                         stats=StageStats(name=stage.name, workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus))
+            self.pools.append(pool)
+            for _ in range(workers):
+                self._add_actor(pool)
+
+    def _add_actor(self, pool: _Pool) -> None:
+        actor = ray.remote(**pool.options)(StageWorker).remote(pool.stage, pool.threads)
+        pool.actors.append(actor)
+        self.inflight[actor.setup.remote()] = ("setup", pool, actor)
+
+    def stop_pools(self) -> None:
+        for pool in self.pools:
+            for actor in pool.actors:
+                ray.kill(actor, no_restart=True)
+            pool.actors.clear()
+
+    # -- inputs
+
+    def add_inputs(self, sources: Sequence[str]) -> None:
+        self.pending_inputs.extend(sources)
+        self.summary.inputs += len(sources)
+
+    def _submit_plans(self) -> None:
+        if self.remote_plan is None:
+            # Probing is light and IO-bound: no CPU reservation (so it never waits behind the stage
+            # actors), with at most one probe per cluster CPU at a time.
+            self.plan_limit = self.runtime.max_plan_tasks or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            self.remote_plan = ray.remote(num_cpus=0, max_retries=1)(plan_input)
+        while self.pending_inputs and self.plans_inflight < self.plan_limit:
+            source = self.pending_inputs.popleft()
+            ref = self.remote_plan.remote(source, self.cfg_ref, self.cfg_hash, str(self.layout.work),
+                                     str(self.layout.input_states), self.runtime.resume, self.plan_fn, self.digest_fn)
+            self.inflight[ref] = ("plan", source)
+            self.plans_inflight += 1
+
+    def _on_plan(self, source: str, record: dict[str, Any]) -> None:
+        self.plans_inflight -= 1
+        if record.pop("cached", False):
+            self.summary.inputs_cached += 1
+        else:
+            atomic_write_json(self.layout.input_state(record["key"]), record)
+        if record["status"] == REJECTED:
+            self.summary.inputs_rejected += 1
+            self.reasons[record["reason"]] += 1
+            return
+        stale = self.layout.input_state(path_key(source, self.cfg_hash))
+        if stale.name != f"{record['key']}.json":
+            unlink_quiet(stale)  # an earlier not_found/unreadable record of this path is now obsolete
+        for data in record["clips"]:
+            self._admit_clip(ClipTask.from_dict(data), record["source_digest"])
+
+    def _admit_clip(self, task: ClipTask, digest: str) -> None:
+        if task.clip_id in self.seen:
+            return  # the same content given twice
+        self.seen.add(task.clip_id)
+        self.summary.clips_planned += 1
+        if self.runtime.resume and self._finished(task.clip_id):
+            self.summary.clips_skipped += 1
+            self._bar_add(total=1, done=1)
+            return
+        self.start_pools()
+        task.work_dir = str(self.layout.work / task.clip_id)
+        reset_work_dir(task)
+        self.digests[task.clip_id] = digest
+        self.summary.frames_processed += task.num_frames
+        self.timings[task.clip_id] = {}
+        self._bar_add(total=1)
+        self._route(task, 0)
+
+    def _finished(self, clip_id: str) -> bool:
+        """Published for good: a state record not asking for a retry, and for an ok clip its folder."""
+        state = self.layout.clip_state(clip_id)
+        if not state.exists():
+            return False
+        record = read_json(state)
+        if record.get("reason") in RETRY_REASONS:
+            return False
+        return record["status"] == REJECTED or (self.layout.clip_dir(clip_id) / DONE_NAME).is_file()
+
+    # -- clips
+
+    def _route(self, task: ClipTask, next_stage: int) -> None:
+        if task.ok and next_stage < len(self.pools):
+            self.pools[next_stage].queue.append(task)
+        else:
+            self._finish(task)
+
+    def _finish(self, task: ClipTask) -> None:
+        record = clip_record(task, source_digest=self.digests.pop(task.clip_id), config_hash=self.cfg_hash,
+                             timings=self.timings.pop(task.clip_id))
+        finalize_clip(self.layout, record)
+        self.summary.clips_processed += 1
+        if task.ok:
+            self.summary.clips_ok += 1
+        else:
+            self.summary.clips_rejected += 1
+            self.reasons[task.reason] += 1
+        self._bar_add(done=1)
+
+    def _upstream_busy(self, index: int) -> bool:
+        if self.pending_inputs or self.plans_inflight:
+            return True
+        return any(p.queue or p.busy for p in self.pools[:index])
+
+    def _dispatch(self) -> None:
+        if self.runtime.warm_start and any(e[0] == "setup" for e in self.inflight.values()):
+            return
+        for pool in reversed(self.pools):  # drain downstream first: finished clips leave sooner
+            while pool.idle and pool.queue and (len(pool.queue) >= pool.batch_size or not self._upstream_busy(pool.index)):
+                batch = [pool.queue.popleft() for _ in range(min(pool.batch_size, len(pool.queue)))]
+                actor = pool.idle.pop()
+                self.inflight[actor.process.remote(batch)] = ("batch", pool, actor, batch)
+                pool.busy += 1
+                pool.stats.batches += 1
+                pool.stats.clips_in += len(batch)
+
+    def _on_batch(self, pool: _Pool, actor: Any, batch: list[ClipTask], result: tuple | Exception) -> None:
+        pool.busy -= 1
+        if isinstance(result, ray.exceptions.RayActorError):
+            log.warning("a %s worker died (%s); its batch of %d clips is rejected and the worker replaced",
+                        pool.stage.name, result, len(batch))
+            out = [t.reject("worker_error", f"{pool.stage.name}: worker died: {result}") for t in batch]
+            pool.actors.remove(actor)
+            pool.replacements += 1
+            if pool.replacements > MAX_WORKER_REPLACEMENTS:
+                raise PipelineError(f"stage {pool.stage.name}: workers died {pool.replacements} times; giving up")
+            self._add_actor(pool)
+            elapsed = 0.0
+        elif isinstance(result, Exception):
+            cause = getattr(result, "cause", None) or result
+            out = [t.reject("stage_error", f"{pool.stage.name}: {type(cause).__name__}: {cause}") for t in batch]
+            pool.idle.append(actor)
+            elapsed = 0.0
+        else:
+            out, elapsed = result
+            pool.idle.append(actor)
+        frames = sum(t.num_frames for t in batch) or 1
+        pool.stats.busy_s += elapsed
+        pool.stats.frames += sum(t.num_frames for t in batch)
+        for task in out:
+            if task.clip_id in self.timings:
+                self.timings[task.clip_id][pool.stage.name] = elapsed * task.num_frames / frames
+            if task.ok:
+                pool.stats.clips_ok += 1
+            else:
+                pool.stats.clips_rejected += 1
+            self._route(task, pool.index + 1)
+
+    # -- main loop
+
+    def run(self) -> None:
+        self.cfg_ref = ray.put(self.cfg)
+        self.work_start = time.perf_counter()
+        if self.runtime.warm_start:
+            self.start_pools()
+            while self.inflight:
+                self._step()
+            self.work_start = time.perf_counter()
+        while True:
+            self._submit_plans()
+            self._dispatch()
+            if not self.inflight:
+                break
+            self._step()
+        self.summary.reasons = dict(sorted(self.reasons.items()))
+        self.summary.stages = [p.stats for p in self.pools] or [StageStats(name=s.name) for s in self.stages]
+
+    def _step(self) -> None:
+        """Wait for the next finished piece of work and act on it."""
+        ready, _ = ray.wait(list(self.inflight), num_returns=1)
+        entry = self.inflight.pop(ready[0])
+        try:
+            result: Any = ray.get(ready[0])
+        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
+            result = exc
+        kind = entry[0]
+        if kind == "setup":
+            self._on_setup(entry[1], entry[2], result)
+        elif kind == "plan":
+            if isinstance(result, Exception):
+                cause = getattr(result, "cause", None) or result
+                result = {"kind": "input", "source": entry[1], "config_hash": self.cfg_hash, "source_digest": "",
+                          "key": path_key(entry[1], self.cfg_hash), "status": REJECTED, "reason": "plan_error",
+                          "detail": f"{entry[1]}: {type(cause).__name__}: {cause}", "clips": []}
+            self._on_plan(entry[1], result)
+        else:
+            self._on_batch(entry[1], entry[2], entry[3], result)
+
+    def _on_setup(self, pool: _Pool, actor: Any, result: Any) -> None:
+        if isinstance(result, Exception):
+            cause = getattr(result, "cause", None) or result
+            raise PipelineError(f"stage {pool.stage.name}: setup failed: {type(cause).__name__}: {cause}") from cause
+        pool.stats.setup_s = max(pool.stats.setup_s, float(result))
+        self.summary.setup_s = max(self.summary.setup_s, time.perf_counter() - self.setup_start)
+        pool.idle.append(actor)
+
+    # -- progress
+
+    def open_bar(self) -> None:
+        if self.runtime.progress and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=0, unit="clip", desc="preprocess", dynamic_ncols=True)
+
+    def _bar_add(self, total: int = 0, done: int = 0) -> None:
+        if self.bar is not None:
+            if total:
+                self.bar.total += total
+                self.bar.refresh()
+            if done:
+                self.bar.update(done)
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def run_pipeline(sources: Sequence[str], output: str | os.PathLike, cfg: Any, runtime: RuntimeConfig | None = None, *,
+                 stages: Sequence[Stage] | None = None, plan_fn: PlanFn | None = None,
+                 digest_fn: DigestFn | None = None, cfg_hash: str | None = None) -> RunSummary:
+    """Run the clip pipeline over ``sources`` (paths or globs) into ``output``; returns counts and
+    timings. The manifest is written separately (``manifest.write_manifest``), so a caller may run
+    several batches first. ``cfg`` is the stage config (what plans and stages see); ``stages``,
+    ``plan_fn`` and ``digest_fn`` default to the project's (``build_clip_stages``, ``plan_video``,
+    ``source_digest``)."""
+    runtime = runtime or RuntimeConfig()
+    wall_start = time.perf_counter()
+    if stages is None or plan_fn is None or digest_fn is None:
+        from anycharv.preprocessing import plan as plan_mod
+        from anycharv.preprocessing.stages import build_clip_stages
+
+        stages = build_clip_stages(cfg) if stages is None else stages
+        plan_fn = plan_fn or plan_mod.plan_video
+        digest_fn = digest_fn or plan_mod.source_digest
+    cfg_hash = cfg_hash or compute_config_hash(cfg)
+    layout = OutputLayout.create(output, runtime.work_dir)
+    clean_stale(layout)
+    summary = RunSummary(output=str(layout.root), config_hash=cfg_hash)
+    summary.recovered = recover_finished(layout)
+    inputs = expand_inputs(sources)
+    with ray_session(runtime):
+        summary.init_s = time.perf_counter() - wall_start
+        scheduler = _Scheduler(layout, cfg, cfg_hash, runtime, stages, plan_fn, digest_fn, summary)
+        scheduler.add_inputs(inputs)
+        scheduler.open_bar()
+        try:
+            scheduler.run()
+        finally:
+            scheduler.close_bar()
+            scheduler.stop_pools()
+        summary.run_s = time.perf_counter() - scheduler.work_start
+    summary.wall_s = time.perf_counter() - wall_start
+    return summary

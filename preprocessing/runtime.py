@@ -1,0 +1,52 @@
+"""How a preprocessing job runs (Ray address, workers, batching, resume), kept apart from what it
+computes (``PreprocessConfig``) so that runtime knobs never change clip ids.
+
+``PreprocessJob`` is the one typed parameter of the Prefect flow and of the CLI: YAML files and
+overrides like ``detect.conf=0.3`` and ``runtime.ray_address=auto`` address the same model.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from anycharv.config import StrictModel, config_hash
+from anycharv.preprocessing.config import PreprocessConfig
+
+DEVICE_SECTIONS = ("detect", "mask", "pose")
+
+
+class RuntimeConfig(StrictModel):
+    """Execution settings; none of them is part of the config hash."""
+
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join ('auto', 'ray://host:10001'); empty: RAY_ADDRESS or a new local cluster")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a new local cluster (empty: all)")
+    num_gpus: int | None = Field(None, ge=0, description="GPUs of a new local cluster (empty: all)")
+    num_workers: int = Field(1, ge=1, description="actors per clip stage")
+    stage_workers: dict[str, int] = Field(default_factory=dict, description="actors per stage by name, e.g. {detect: 2}")
+    batch_size: int | None = Field(None, ge=1, description="clips per stage call for every stage (empty: each stage's own)")
+    threads_per_worker: int | None = Field(None, ge=1, description="torch/OpenMP threads per actor (empty: its CPU share)")
+    max_plan_tasks: int | None = Field(None, ge=1, description="input videos probed at once (empty: cluster CPUs)")
+    work_dir: str | None = Field(None, description="scratch folder for unfinished clips (empty: OUTPUT/.work)")
+    resume: bool = Field(True, description="skip inputs and clips a previous run finished")
+    device: str = Field("auto", description="device for stages whose own device is 'auto' (cpu, cuda:N, ...)")
+    progress: bool = Field(True, description="show a progress bar on a terminal")
+    warm_start: bool = Field(False, description="load every stage's models before the first clip (cleaner timings)")
+
+
+class PreprocessJob(PreprocessConfig):
+    """A preprocessing config plus how to run it."""
+
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    def stage_config(self) -> PreprocessConfig:
+        """The part that decides the results (what plans, stages and clip ids see)."""
+        data = self.model_dump(exclude={"runtime"})
+        if self.runtime.device != "auto":
+            for section in DEVICE_SECTIONS:
+                if data.get(section, {}).get("device") == "auto":
+                    data[section]["device"] = self.runtime.device
+        return PreprocessConfig.model_validate(data)
+
+    def content_hash(self) -> str:
+        return config_hash(self.stage_config())

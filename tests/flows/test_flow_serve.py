@@ -1,0 +1,21 @@
+"""The served deployment exposes the typed config as a form schema and carries the schedule."""
+
+from __future__ import annotations
+
+from anycharv.flows.serve import build_deployments
+
+
+def test_preprocess_deployment_schema_and_schedule(tmp_path):
+    (deployment,) = build_deployments(cron="0 3 * * *", inputs=[str(tmp_path / "*.mp4")], output=str(tmp_path / "out"))
+    assert deployment.name == "preprocess"
+    schema = deployment._parameter_openapi_schema.model_dump() if hasattr(
+        deployment._parameter_openapi_schema, "model_dump") else dict(deployment._parameter_openapi_schema)
+    props = schema["properties"]
+    assert set(props) >= {"inputs", "output", "config"}
+    # The config form is typed: its sections are real nested models, not a free-form dict.
+    definitions = schema.get("definitions", {})
+    job = definitions["PreprocessJob"]["properties"]
+    assert {"decode", "detect", "mask", "pose", "filter", "runtime"} <= set(job)
+    assert definitions["DecodeConfig"]["properties"]["short_side"]["type"] == "integer"
+    assert deployment.parameters["inputs"] == [str(tmp_path / "*.mp4")]
+    assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * *"]
