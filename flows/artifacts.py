@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from anycharv.preprocessing.finalize import atomic_write_bytes
+from anycharv.atomic import atomic_write_bytes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 THUMB_HEIGHT = 128

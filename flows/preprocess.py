@@ -18,7 +18,8 @@ from prefect.cache_policies import NONE
 
 from anycharv.errors import AnyCharVError
 from anycharv.flows.artifacts import publish_artifacts, write_summary_file
-from anycharv.preprocessing.finalize import OutputLayout, atomic_write_bytes
+from anycharv.atomic import atomic_write_bytes
+from anycharv.preprocessing.finalize import OutputLayout
 from anycharv.preprocessing.manifest import write_manifest
 from anycharv.preprocessing.runner import expand_inputs, run_pipeline
 from anycharv.preprocessing.runtime import PreprocessJob

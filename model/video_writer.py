@@ -1,6 +1,6 @@
 """Write uint8 frames to an mp4 at the source's frame rate (PyAV, H.264).
 
-The result appears under its final name only once it is complete (temp file + os.replace), so a
+The result appears under its final name only once it is complete (``anycharv.atomic``), so a
 crash never leaves a truncated video that looks finished.
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anycharv.atomic import atomic_path
 from anycharv.errors import InputError
 
 __all__ = ["write_video", "as_fraction"]
@@ -47,24 +48,17 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float | Fracti
     path = Path(path)
     if path.suffix.lower() not in {".mp4", ".mov", ".mkv"}:
         raise InputError(str(path), "output must end in .mp4 (or .mov/.mkv)")
-    path.parent.mkdir(parents=True, exist_ok=True)
     rate = as_fraction(fps)
     height, width = frames.shape[1:3]
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        with av.open(str(tmp), mode="w") as container:
-            stream = container.add_stream(codec, rate=rate)
-            stream.width, stream.height = width, height
-            even = width % 2 == 0 and height % 2 == 0
-            stream.pix_fmt = "yuv420p" if even else "yuv444p"
-            if codec == "libx264":
-                stream.options = {"crf": str(crf), "preset": "medium"}
-            for frame in frames:
-                packet = stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"))
-                container.mux(packet)
-            container.mux(stream.encode(None))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path, keep_suffix=True) as tmp, av.open(str(tmp), mode="w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height = width, height
+        even = width % 2 == 0 and height % 2 == 0
+        stream.pix_fmt = "yuv420p" if even else "yuv444p"
+        if codec == "libx264":
+            stream.options = {"crf": str(crf), "preset": "medium"}
+        for frame in frames:
+            packet = stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"))
+            container.mux(packet)
+        container.mux(stream.encode(None))
     return path

@@ -22,11 +22,11 @@ a final name. Arrays are ``.npy``/``.npz`` without pickle.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from anycharv.atomic import atomic_open
 
 FILES = {
     "boxes": "boxes.npy",
@@ -38,16 +38,8 @@ FILES = {
 
 
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        write(f)
 
 
 def save_array(clip_dir: str | Path, name: str, array: np.ndarray) -> str:

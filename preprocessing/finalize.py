@@ -8,7 +8,7 @@ Layout under the output folder ``DIR``::
     DIR/.state/inputs/<key>.json  one record per planned or rejected input video
     DIR/manifest/clips.parquet    built from the records (see ``manifest.py``)
 
-Every file is written to a hidden temporary name in its final folder and moved with ``os.replace``,
+Every file is written through ``anycharv.atomic`` (a hidden temporary name, then ``os.replace``),
 and a clip folder is renamed into ``clips/`` only after its completion record is inside it. So a
 SIGKILL at any moment leaves either nothing or a complete file under each final name, and a rerun
 can finish the job from the records (``recover_finished``).
@@ -19,16 +19,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anycharv.atomic import TMP_PREFIX, atomic_write_json
 from anycharv.preprocessing.records import OK, ClipTask
 
 DONE_NAME = "_done.json"
-TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 
 
@@ -80,26 +79,6 @@ class OutputLayout:
 
     def clip_dir(self, clip_id: str) -> Path:
         return self.clips / clip_id
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file, no file, or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        unlink_quiet(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, sort_keys=True, indent=1).encode())
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from anycharv.devices import pick_device
+from anycharv.model.compositing import boxes_to_masks
 from anycharv.preprocessing.config import MaskConfig, resolve_weights
 
 ISNET_NATIVE = 1024
@@ -104,11 +105,8 @@ def crop_box(box: np.ndarray, margin: float, width: int, height: int) -> tuple[i
 
 
 def box_mask(box: np.ndarray, height: int, width: int) -> np.ndarray:
-    m = np.zeros((height, width), bool)
-    x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-    x2, y2 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
-    m[y1:y2, x1:x2] = True
-    return m
+    """Boolean (H,W) mask of the pixels one xyxy box touches (edges round outwards)."""
+    return boxes_to_masks(np.asarray(box, np.float64)[None, :4], height, width)[0] > 0
 
 
 def _stats(raw: np.ndarray, box: np.ndarray, crop) -> tuple[np.ndarray, float, float]:

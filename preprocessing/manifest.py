@@ -27,7 +27,8 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from anycharv.preprocessing.finalize import OutputLayout, atomic_write_bytes, load_records
+from anycharv.atomic import atomic_write_bytes
+from anycharv.preprocessing.finalize import OutputLayout, load_records
 from anycharv.preprocessing.records import REJECTED
 
 FIXED_COLUMNS: list[tuple[str, pa.DataType]] = [

@@ -13,6 +13,7 @@ import threading
 
 from anycharv.config import config_hash
 from anycharv.errors import InputError
+from anycharv.hashing import sha256_file
 from anycharv.preprocessing.config import PreprocessConfig
 from anycharv.preprocessing.records import ClipTask
 from anycharv.preprocessing.shot_cuts import detect_shot_cuts, shot_ranges, split_windows
@@ -34,11 +35,7 @@ def source_digest(path: str) -> str:
     with _digest_lock:
         if key in _digest_cache:
             return _digest_cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = sha256_file(path)
     with _digest_lock:
         _digest_cache[key] = digest
     return digest

@@ -34,10 +34,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import ray
 
+from anycharv.atomic import atomic_write_json
 from anycharv.config import config_hash as compute_config_hash
 from anycharv.errors import AnyCharVError, InputError
 from anycharv.preprocessing.finalize import (
-    DONE_NAME, OutputLayout, unlink_quiet, atomic_write_json, clean_stale, clip_record, finalize_clip, read_json,
+    DONE_NAME, OutputLayout, unlink_quiet, clean_stale, clip_record, finalize_clip, read_json,
     recover_finished, reset_work_dir,
 )
 from anycharv.preprocessing.records import REJECTED, ClipTask
@@ -101,15 +102,6 @@ def input_key(source_digest: str, cfg_hash: str) -> str:
 def path_key(source: str, cfg_hash: str) -> str:
     """Key of an input that could not be read at all (so it has no digest): derived from its path."""
     return "in-" + _short_hash(f"path:{source}:{cfg_hash}")
-
-
-def default_digest(path: str) -> str:
-    """sha256 of the file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- remote pieces

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from anycharv.assets import asset_path
-from anycharv.preprocessing.finalize import DONE_NAME, TMP_PREFIX
+from anycharv.atomic import TMP_PREFIX
+from anycharv.preprocessing.finalize import DONE_NAME
 from anycharv.preprocessing.manifest import timing_columns
 
 SMALL = [

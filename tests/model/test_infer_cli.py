@@ -120,7 +120,8 @@ def test_cli_unknown_person_lists_track_ids(tmp_path, capsys):
 
 def test_api_paste_back_keeps_pixels_outside_the_box(tmp_path):
     """The composited array (before encoding) equals the decoded source outside the box region."""
-    from anycharv.commands.infer import build_pipeline, infer_video, load_components
+    from anycharv.flows.inference import infer_video
+    from anycharv.model.components import build_pipeline, load_components
     from anycharv.preprocessing.video_io import read_frames
 
     pipe = build_pipeline(load_components(preset="tiny"))
@@ -145,7 +146,8 @@ def test_api_paste_back_keeps_pixels_outside_the_box(tmp_path):
 
 
 def test_api_frame_count_mismatch_is_an_input_error(tmp_path):
-    from anycharv.commands.infer import build_pipeline, infer_video, load_components
+    from anycharv.flows.inference import infer_video
+    from anycharv.model.components import build_pipeline, load_components
     from anycharv.errors import InputError
     from anycharv.preprocessing.target_prep import prepare_target
 
@@ -162,7 +164,8 @@ def test_api_on_gpu_half_precision(dtype):
     """Same path on CUDA in half precision (skipped without a GPU)."""
     import torch
 
-    from anycharv.commands.infer import build_pipeline, infer_video, load_components
+    from anycharv.flows.inference import infer_video
+    from anycharv.model.components import build_pipeline, load_components
     from anycharv.devices import pick_device, pick_dtype
 
     device = pick_device("auto")

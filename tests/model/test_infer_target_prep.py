@@ -67,7 +67,7 @@ def test_choose_person_and_inputs(tracker):
 
 
 def test_reference_segmented_with_isnet_keeps_aspect():
-    from anycharv.commands.infer import isnet_segmenter
+    from anycharv.flows.inference import isnet_segmenter
     from anycharv.model.reference_prep import load_image, prepare_reference
 
     seg = isnet_segmenter()

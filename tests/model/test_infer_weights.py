@@ -11,7 +11,7 @@ from anycharv.cli import main
 
 
 def test_official_and_converted_weights_load_the_same_networks(reference_dir, tmp_path, capsys):
-    from anycharv.commands.infer import load_components
+    from anycharv.model.components import load_components
 
     converted = tmp_path / "converted"
     assert main(["convert-official", str(reference_dir), str(converted)]) == 0
@@ -35,7 +35,7 @@ def test_official_and_converted_weights_load_the_same_networks(reference_dir, tm
 
 
 def test_weights_folder_without_vae_names_the_missing_parts(reference_dir, tmp_path):
-    from anycharv.commands.infer import load_components
+    from anycharv.model.components import load_components
     from anycharv.errors import WeightsError
 
     release = tmp_path / "release"

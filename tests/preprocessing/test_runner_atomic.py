@@ -12,11 +12,12 @@ import subprocess
 import sys
 import time
 
-from anycharv.preprocessing.finalize import TMP_PREFIX, OutputLayout, clean_stale
+from anycharv.atomic import TMP_PREFIX
+from anycharv.preprocessing.finalize import OutputLayout, clean_stale
 
 WRITER = r"""
 import hashlib, os, sys
-from anycharv.preprocessing.finalize import atomic_write_bytes
+from anycharv.atomic import atomic_write_bytes
 body = os.urandom(8 << 20)
 i = 0
 while True:
