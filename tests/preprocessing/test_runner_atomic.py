@@ -38,7 +38,11 @@ def test_runner_atomic_write_survives_sigkill(tmp_path):
     layout = OutputLayout.create(tmp_path / "out")
     target = layout.manifest_path
     rng = random.Random(0)
-    for _ in range(6):
+    # Only ~1/3 of each writer cycle is inside the atomic write, so a fixed number of kills may miss
+    # every write; keep killing (at least 6, at most 40 times) until one has landed mid-write.
+    for kill in range(40):
+        if kill >= 6 and any(layout.manifest_dir.glob(f"{TMP_PREFIX}*")):
+            break
         before = target.stat().st_mtime_ns if target.exists() else None
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)])
         deadline = time.monotonic() + 60
