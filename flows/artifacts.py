@@ -22,19 +22,20 @@ THUMB_HEIGHT = 128
 
 
 def stage_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per stage: workers, clips in/ok/rejected, frames, busy seconds, frames/s."""
+    """One row per stage: workers, clips in/ok/rejected, results from the stage cache, frames, busy
+    seconds, frames/s."""
     rows = []
     for stage in summary.get("stages", []):
         rows.append({
             "stage": stage["name"], "workers": stage["workers"], "cpus/worker": stage["cpus_per_worker"],
             "gpus/worker": stage["gpus_per_worker"], "clips in": stage["clips_in"], "ok": stage["clips_ok"],
-            "rejected": stage["clips_rejected"], "frames": stage["frames"], "busy s": round(stage["busy_s"], 2),
-            "frames/s": round(stage["frames_per_s"], 2),
+            "rejected": stage["clips_rejected"], "from cache": stage.get("clips_cached", 0), "frames": stage["frames"],
+            "busy s": round(stage["busy_s"], 2), "frames/s": round(stage["frames_per_s"], 2),
         })
     rows.append({
         "stage": "end to end", "workers": None, "cpus/worker": None, "gpus/worker": None,
         "clips in": summary["clips_processed"], "ok": summary["clips_ok"], "rejected": summary["clips_rejected"],
-        "frames": summary["frames_processed"], "busy s": round(summary["run_s"], 2),
+        "from cache": None, "frames": summary["frames_processed"], "busy s": round(summary["run_s"], 2),
         "frames/s": round(summary["frames_per_s"], 2),
     })
     return rows
@@ -104,6 +105,10 @@ def summary_markdown(summary: dict[str, Any], manifest_path: str, previews: list
         f"- clips: {summary['clips_ok']} ok, {summary['clips_rejected']} rejected this run; "
         f"{summary['clips_skipped']} already done",
         f"- throughput: {summary['frames_per_s']:.2f} frames/s over {summary['run_s']:.1f} s",
+        *[f"- duplicate input skipped: `{skipped}` (same bytes as `{kept}`)"
+          for skipped, kept in summary.get("duplicates", {}).items()],
+        *([f"- {summary['clips_short']} clip(s) shorter than `split.clip_len` (a short video or shot; "
+           "column `stat_short_window`)"] if summary.get("clips_short") else []),
         "",
         "## Stages",
         "",

@@ -8,6 +8,7 @@ Ray inside ``run_clip_pipeline`` and is resumable, so retrying that task continu
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from anycharv.errors import AnyCharVError
+from anycharv.output_paths import check_output_dir
 from anycharv.flows.artifacts import publish_artifacts, write_summary_file
 from anycharv.atomic import atomic_write_bytes
 from anycharv.preprocessing.finalize import OutputLayout
 from anycharv.preprocessing.manifest import write_manifest
-from anycharv.preprocessing.runner import expand_inputs, run_pipeline
+from anycharv.preprocessing.runner import require_inputs, run_pipeline
 from anycharv.preprocessing.runtime import PreprocessJob
 
 
@@ -36,10 +38,12 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
     return False
 
 
-@task(name="list-inputs", retries=2, retry_delay_seconds=2, cache_policy=NONE)
+@task(name="list-inputs", retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_unless_user_error,
+      cache_policy=NONE)
 def list_inputs(inputs: list[str]) -> list[str]:
-    """Expand globs and folders into absolute file paths (missing ones are kept, to be reported)."""
-    sources = expand_inputs(inputs)
+    """Expand globs and folders into absolute file paths (missing ones are kept, to be reported); no
+    existing input at all is an error before any work starts."""
+    sources = require_inputs(inputs)
     get_run_logger().info("%d input(s) from %d pattern(s)", len(sources), len(inputs))
     return sources
 
@@ -61,14 +65,16 @@ def write_outputs(summary: dict[str, Any], config: PreprocessJob) -> dict[str, A
                        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode())
     atomic_write_bytes(layout.manifest_dir / "run.json", json.dumps(summary, indent=1).encode())
     markdown = write_summary_file(summary, str(manifest))
-    rows = pq.read_table(manifest, columns=["kind", "status"]).to_pylist()
+    rows = pq.read_table(manifest, columns=["kind", "status", "reason"]).to_pylist()
+    reasons = Counter(r["reason"] for r in rows if r["status"] == "rejected")
     counts = {
         "rows": len(rows),
         "clips_ok": sum(r["kind"] == "clip" and r["status"] == "ok" for r in rows),
         "clips_rejected": sum(r["kind"] == "clip" and r["status"] == "rejected" for r in rows),
         "inputs_rejected": sum(r["kind"] == "input" for r in rows),
     }
-    return {"manifest": str(manifest), "summary_md": str(markdown), "counts": counts}
+    return {"manifest": str(manifest), "summary_md": str(markdown), "counts": counts,
+            "reasons": dict(sorted(reasons.items()))}
 
 
 @task(name="publish-artifacts", cache_policy=NONE)
@@ -83,8 +89,9 @@ def preprocess(inputs: list[str], output: str, config: PreprocessJob = Preproces
 
     Reruns skip finished inputs and clips; a killed run resumes where it stopped.
     """
+    output = str(check_output_dir(output, "output"))  # a bad output fails here, not after the work
     sources = list_inputs(inputs)
-    summary = run_clip_pipeline(sources, str(Path(output).expanduser().resolve()), config)
+    summary = run_clip_pipeline(sources, output, config)
     paths = write_outputs(summary, config)
     publish(summary, paths["manifest"])
     result = {
@@ -99,7 +106,11 @@ def preprocess(inputs: list[str], output: str, config: PreprocessJob = Preproces
         "clips_skipped": summary["clips_skipped"],
         "frames_per_s": round(summary["frames_per_s"], 3),
         "reasons": summary["reasons"],
+        "duplicates": summary["duplicates"],
+        "clips_short": summary["clips_short"],
+        "ray_started": summary["ray_started"],
         "manifest_counts": paths["counts"],
+        "manifest_reasons": paths["reasons"],
     }
     get_run_logger().info("preprocess done: %s", result)
     return result

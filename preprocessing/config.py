@@ -1,7 +1,9 @@
 """Typed config of the clip preprocessing (decode, split, detect+track, fine mask, pose, filter, preview).
 
 The same model is the Prefect flow parameter and the YAML in ``configs/preprocess.yaml``. Weight
-fields take either a file path or the name of an offline asset (resolved by ``anycharv.assets``).
+fields take either a file path or the name of an offline asset (resolved by ``anycharv.assets``);
+they are checked when the config is loaded (``check_weights``), so a wrong path fails at once and
+not in a stage's setup minutes later.
 """
 
 from __future__ import annotations
@@ -9,9 +11,30 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from anycharv.config import StrictModel
+
+
+def check_weights(spec: str) -> str:
+    """A weights field as it is kept: an existing file or folder (made absolute, so Ray workers with
+    another working folder find it), an Ultralytics model ``*.yaml`` (random init, used by tests),
+    the name of an offline asset, or a name Ultralytics itself downloads; anything else is an error."""
+    if os.path.exists(spec):
+        return os.path.abspath(spec)
+    if spec.endswith((".yaml", ".yml")):
+        return spec
+    from anycharv.assets import ASSETS
+
+    if spec in ASSETS:
+        return spec
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    if spec in GITHUB_ASSETS_NAMES:
+        return spec
+    raise ValueError(f"{spec}: no such file, and not the name of an offline asset (see `anycharv assets list`) "
+                     "or of an Ultralytics release model")
+
 
 
 class DecodeConfig(StrictModel):
@@ -60,6 +83,8 @@ class DetectConfig(StrictModel):
     device: str = Field("auto", description="auto, cpu, cuda:N, mps")
     gpus: float | None = Field(None, ge=0, description="GPU share per worker (None: 0.25 when CUDA exists)")
 
+    _weights = field_validator("weights")(lambda cls, v: check_weights(v))
+
 
 class MaskConfig(StrictModel):
     """Fine foreground mask of the main character."""
@@ -73,6 +98,8 @@ class MaskConfig(StrictModel):
     conf: float = Field(0.25, ge=0, le=1, description="instance confidence for the ultralytics YOLO-seg backend")
     device: str = "auto"
     gpus: float | None = Field(None, ge=0)
+
+    _weights = field_validator("weights")(lambda cls, v: check_weights(v))
 
     @model_validator(mode="after")
     def _check_size(self):
@@ -94,6 +121,18 @@ class PoseConfig(StrictModel):
     batch: int = Field(8, ge=1)
     device: str = "auto"
     gpus: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check_weights(self):
+        if self.backend == "ultralytics-pose":
+            self.__dict__["weights"] = check_weights(self.weights)
+            return self
+        if not self.dwpose_dir:
+            raise ValueError("pose.dwpose_dir: required for the dwpose backend (folder with the ONNX files)")
+        if not os.path.isfile(os.path.join(self.dwpose_dir, self.dwpose_pose_file)):
+            raise ValueError(f"pose.dwpose_dir {self.dwpose_dir}: no {self.dwpose_pose_file} in it")
+        self.__dict__["dwpose_dir"] = os.path.abspath(self.dwpose_dir)
+        return self
 
 
 class FilterConfig(StrictModel):

@@ -6,6 +6,8 @@ Layout under the output folder ``DIR``::
     DIR/clips/<clip_id>/          finished clips; appears in one ``rename`` with ``_done.json`` inside
     DIR/.state/clips/<id>.json    one record per finished clip (ok or rejected)
     DIR/.state/inputs/<key>.json  one record per planned or rejected input video
+    DIR/.state/sources/*.json     content digests of the inputs by path (``source_index.py``)
+    DIR/.cache/stages/<stage>/<key>/  each stage's result per clip (``stage_cache.py``)
     DIR/manifest/clips.parquet    built from the records (see ``manifest.py``)
 
 Every file is written through ``anycharv.atomic`` (a hidden temporary name, then ``os.replace``),
@@ -39,13 +41,24 @@ class OutputLayout:
     work: Path
 
     @classmethod
-    def create(cls, output: str | os.PathLike, work_dir: str | None = None) -> "OutputLayout":
+    def at(cls, output: str | os.PathLike, work_dir: str | None = None) -> "OutputLayout":
+        """The layout of ``output`` without creating anything."""
         root = Path(output).expanduser().resolve()
         work = Path(work_dir).expanduser().resolve() if work_dir else root / ".work"
-        layout = cls(root=root, work=work)
-        for folder in (layout.clips, layout.clip_states, layout.input_states, layout.manifest_dir, layout.work):
+        return cls(root=root, work=work)
+
+    @classmethod
+    def create(cls, output: str | os.PathLike, work_dir: str | None = None) -> "OutputLayout":
+        layout = cls.at(output, work_dir)
+        for folder in (layout.clips, layout.clip_states, layout.input_states, layout.source_index,
+                       layout.stage_cache, layout.manifest_dir, layout.work):
             folder.mkdir(parents=True, exist_ok=True)
         return layout
+
+    @property
+    def exists(self) -> bool:
+        """Whether an earlier run left state here (so some work may be found done)."""
+        return self.state.is_dir()
 
     @property
     def clips(self) -> Path:
@@ -62,6 +75,14 @@ class OutputLayout:
     @property
     def input_states(self) -> Path:
         return self.state / "inputs"
+
+    @property
+    def source_index(self) -> Path:
+        return self.state / "sources"
+
+    @property
+    def stage_cache(self) -> Path:
+        return self.root / ".cache" / "stages"
 
     @property
     def manifest_dir(self) -> Path:
@@ -145,7 +166,9 @@ def clean_stale(layout: OutputLayout) -> int:
     """Remove temporary files and trash folders a killed run left behind; they are never under a
     final name, so removing them only reclaims space. Returns how many were removed."""
     removed = 0
-    for folder in (layout.clip_states, layout.input_states, layout.manifest_dir, layout.root):
+    stage_folders = [p for p in layout.stage_cache.iterdir() if p.is_dir()] if layout.stage_cache.is_dir() else []
+    for folder in (layout.clip_states, layout.input_states, layout.source_index, layout.manifest_dir, layout.root,
+                   *stage_folders):
         for tmp in folder.glob(f"{TMP_PREFIX}*"):
             if tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)

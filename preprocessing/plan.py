@@ -1,6 +1,7 @@
 """Plan one source video into clip tasks: probe, shot cuts, fixed windows, content-derived ids.
 
-Clip ids hash the source *bytes* (not its path), the frame range and the config hash, so a rerun
+Clip ids hash the source *bytes* (not its path), the frame range and the config's content hash
+(``keys.content_hash``: what changes the annotations, not how or where the job runs), so a rerun
 over the same data and config gives the same ids (idempotent outputs) and a changed config gives
 new ones.
 """
@@ -11,10 +12,10 @@ import hashlib
 import os
 import threading
 
-from anycharv.config import config_hash
 from anycharv.errors import InputError
 from anycharv.hashing import sha256_file
 from anycharv.preprocessing.config import PreprocessConfig
+from anycharv.preprocessing.keys import content_hash, frames_key
 from anycharv.preprocessing.records import ClipTask
 from anycharv.preprocessing.shot_cuts import detect_shot_cuts, shot_ranges, split_windows
 from anycharv.preprocessing.video_io import VideoInfo, probe_video, processing_size, read_grey_thumbnails
@@ -60,7 +61,9 @@ def plan_windows(info: VideoInfo, cfg: PreprocessConfig) -> list[tuple[int, int]
 
 def plan_video(source: str, cfg: PreprocessConfig, work_root: str) -> list[ClipTask]:
     """ClipTasks of one source video; raises InputError (with a code) for unusable inputs, including
-    ``too_short`` when no window of at least ``split.min_len`` frames fits in any shot."""
+    ``too_short`` when no window of at least ``split.min_len`` frames fits in any shot. A clip shorter
+    than ``split.clip_len`` (a short video or shot; at least ``min_len``) says so in its stats
+    (``short_window``)."""
     source = str(source)
     info = probe_video(source, cfg.decode)
     windows = plan_windows(info, cfg)
@@ -68,14 +71,15 @@ def plan_video(source: str, cfg: PreprocessConfig, work_root: str) -> list[ClipT
         raise InputError(source, f"no clip of at least {cfg.split.min_len} frames in {info.num_frames} frames", code="too_short")
     width, height = processing_size(info.width, info.height, cfg.decode.short_side, cfg.decode.size_multiple, cfg.decode.upscale)
     digest = source_digest(source)
-    chash = config_hash(cfg)
+    chash = content_hash(cfg)
     tasks = []
     for start, end in windows:
         cid = clip_id(digest, start, end, chash)
         tasks.append(ClipTask(
             clip_id=cid, source=os.path.abspath(source), start_frame=start, end_frame=end, fps=info.fps,
             width=width, height=height, src_width=info.width, src_height=info.height,
-            work_dir=os.path.join(str(work_root), cid),
-            stats={"source_sha256": digest, "config_hash": chash, "codec": info.codec, "decode_backend": info.backend},
+            work_dir=os.path.join(str(work_root), cid), frames_key=frames_key(digest, start, end, cfg.decode),
+            stats={"source_sha256": digest, "config_hash": chash, "codec": info.codec, "decode_backend": info.backend,
+                   "short_window": end - start < cfg.split.clip_len},
         ))
     return tasks

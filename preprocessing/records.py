@@ -34,6 +34,7 @@ class ClipTask:
     track_id: int = -1
     annotations: dict[str, str] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    frames_key: str = ""  # keys.frames_key of the clip's frames; empty: no stage result is cached
 
     @property
     def num_frames(self) -> int:

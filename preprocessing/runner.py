@@ -8,6 +8,11 @@
   stage sends a partial batch only when nothing upstream could still fill it.
 * Finished clips are published by the driver (``finalize.finalize_clip``); a rerun skips what is
   published (see ``finalize.py`` for the crash-safety argument).
+* Each stage's result on each clip is kept under its stage key (``keys.py``, ``stage_cache.py``):
+  after a settings change only the stages whose key changed run again, and a stage whose results
+  all come from the cache never starts its actors.
+* Ray itself starts only when some work needs it: a rerun with nothing left to do finds every input
+  and clip on disk (``source_index.py``) and finishes without a cluster.
 
 Failures: an exception on one clip is recorded on that clip (the Stage base class does this); an
 exception that escapes a whole batch rejects that batch's clips (``stage_error``); a worker process
@@ -27,7 +32,7 @@ import os
 import sys
 import time
 from collections import Counter, deque
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -37,13 +42,18 @@ import ray
 from anycharv.atomic import atomic_write_json
 from anycharv.config import config_hash as compute_config_hash
 from anycharv.errors import AnyCharVError, InputError
+from anycharv.output_paths import check_output_dir
+from anycharv.preprocessing.config import PreprocessConfig
 from anycharv.preprocessing.finalize import (
     DONE_NAME, OutputLayout, unlink_quiet, clean_stale, clip_record, finalize_clip, read_json,
     recover_finished, reset_work_dir,
 )
+from anycharv.preprocessing.keys import content_hash, short_hash, stage_key
 from anycharv.preprocessing.records import REJECTED, ClipTask
 from anycharv.preprocessing.runtime import RuntimeConfig
+from anycharv.preprocessing.source_index import SourceIndex, file_stamp
 from anycharv.preprocessing.stage import Stage
+from anycharv.preprocessing.stage_cache import StageCache
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +91,24 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     return [p for p in out if not (p in seen or seen.add(p))]
 
 
+def require_inputs(patterns: Sequence[str]) -> list[str]:
+    """``expand_inputs``, but an error (before any work starts) when no pattern gives an existing
+    file, naming each pattern and why it gave nothing."""
+    sources = expand_inputs(patterns)
+    if any(os.path.isfile(s) for s in sources):
+        return sources
+    why = []
+    for pattern in patterns:
+        path = os.path.expanduser(str(pattern))
+        if glob.has_magic(path):
+            why.append(f"{pattern!r} matches no file")
+        elif os.path.isdir(path):
+            why.append(f"folder {pattern!r} holds no video ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+        else:
+            why.append(f"{pattern!r} does not exist")
+    raise InputError("--input", "no input video: " + "; ".join(why or ["no pattern given"]), code="no_input")
+
+
 def _expand_path(path: str) -> list[str]:
     if os.path.isdir(path):
         return sorted(
@@ -107,27 +135,33 @@ def path_key(source: str, cfg_hash: str) -> str:
 # ----------------------------------------------------------------------------- remote pieces
 
 
+def input_rejection(source: str, cfg_hash: str, reason: str, detail: str) -> dict[str, Any]:
+    """The record of an input that gives no clips and could not be hashed (keyed by its path)."""
+    return {"kind": "input", "source": source, "config_hash": cfg_hash, "source_digest": "",
+            "key": path_key(source, cfg_hash), "status": REJECTED, "reason": reason, "detail": detail, "clips": []}
+
+
 def plan_input(source: str, cfg: Any, cfg_hash: str, work_root: str, input_states: str, resume: bool,
                plan_fn: PlanFn, digest_fn: DigestFn) -> dict[str, Any]:
     """Probe and split one input (runs as a Ray task). Returns its input record; a finished input's
-    stored record when resuming; a rejection record (with the reason code) for a bad input."""
-    record: dict[str, Any] = {"kind": "input", "source": source, "config_hash": cfg_hash, "source_digest": "",
-                              "key": path_key(source, cfg_hash), "status": REJECTED, "reason": "", "detail": "",
-                              "clips": []}
+    stored record when resuming; a rejection record (with the reason code) for a bad input. The
+    record's ``stamp`` (size, mtime) is what its digest was computed at (for ``SourceIndex``)."""
     if not os.path.isfile(source):
-        return dict(record, reason="not_found", detail=f"{source}: no such file")
+        return input_rejection(source, cfg_hash, "not_found", f"{source}: no such file")
     try:
+        stamp = file_stamp(source)
         digest = digest_fn(source)
     except InputError as exc:
-        return dict(record, reason=exc.code, detail=str(exc))
+        return input_rejection(source, cfg_hash, exc.code, str(exc))
     except OSError as exc:
-        return dict(record, reason="unreadable", detail=f"{source}: {exc}")
-    record.update(source_digest=digest, key=input_key(digest, cfg_hash))
+        return input_rejection(source, cfg_hash, "unreadable", f"{source}: {exc}")
+    record = dict(input_rejection(source, cfg_hash, "", ""), source_digest=digest, key=input_key(digest, cfg_hash),
+                  stamp=list(stamp))
     stored = Path(input_states) / f"{record['key']}.json"
     if resume and stored.exists():
         previous = read_json(stored)
         if previous.get("reason") not in RETRY_REASONS:
-            return dict(previous, source=source, cached=True)
+            return dict(previous, cached=True, stamp=list(stamp))
     try:
         clips = plan_fn(source, cfg, work_root)
     except InputError as exc:
@@ -207,6 +241,7 @@ class StageStats:
     clips_in: int = 0
     clips_ok: int = 0
     clips_rejected: int = 0
+    clips_cached: int = 0  # results taken from the stage cache instead of running the stage
     frames: int = 0
     busy_s: float = 0.0  # summed over the stage's workers
 
@@ -224,13 +259,17 @@ class RunSummary:
     inputs: int = 0
     inputs_rejected: int = 0
     inputs_cached: int = 0
+    inputs_duplicate: int = 0  # byte-identical to another input: skipped
+    duplicates: dict[str, str] = field(default_factory=dict)  # skipped input -> the input it duplicates
     clips_planned: int = 0
+    clips_short: int = 0  # shorter than the split's clip length (a short video or shot)
     clips_processed: int = 0
     clips_skipped: int = 0
     clips_ok: int = 0
     clips_rejected: int = 0
     frames_processed: int = 0
     recovered: int = 0
+    ray_started: bool = False  # False: everything was found done on disk
     init_s: float = 0.0  # connecting to / starting Ray
     setup_s: float = 0.0  # until every stage worker had loaded its models
     run_s: float = 0.0  # the work itself (after setup when warm_start, else including it)
@@ -292,48 +331,87 @@ class _Pool:
     replacements: int = 0
 
 
+def stage_keys(task: ClipTask, stages: Sequence[Stage], settings: Sequence[Any]) -> list[str | None]:
+    """The cache key of each stage's result on ``task`` (None: not cached, nor anything after it
+    that reads its output)."""
+    keys: dict[str, str | None] = {}
+    out: list[str | None] = []
+    for index, (stage, setting) in enumerate(zip(stages, settings)):
+        deps = stage.depends_on if stage.depends_on is not None else [s.name for s in stages[:index]]
+        upstream = [keys[d] for d in deps if d in keys]
+        key = None
+        if task.frames_key and setting is not None and None not in upstream:
+            key = stage_key(stage.name, setting, [task.frames_key, *upstream])
+        keys[stage.name] = key
+        out.append(key)
+    return out
+
+
 class _Scheduler:
-    """Driver-side state of one run."""
+    """Driver-side state of one run. ``connect`` starts or joins Ray; it is called only when some
+    work needs it."""
 
     def __init__(self, layout: OutputLayout, cfg: Any, cfg_hash: str, runtime: RuntimeConfig, stages: Sequence[Stage],
-                 plan_fn: PlanFn, digest_fn: DigestFn, summary: RunSummary):
+                 plan_fn: PlanFn, digest_fn: DigestFn, summary: RunSummary, connect: Callable[[], None]):
         self.layout, self.cfg, self.cfg_hash, self.runtime = layout, cfg, cfg_hash, runtime
-        self.plan_fn, self.digest_fn, self.summary = plan_fn, digest_fn, summary
+        self.plan_fn, self.digest_fn, self.summary, self.connect = plan_fn, digest_fn, summary, connect
         self.stages = list(stages)
+        names = Counter(s.name for s in self.stages)
+        if any(n > 1 for n in names.values()):
+            raise PipelineError(f"stage names must be unique, got {[s.name for s in self.stages]}")
+        self.settings = [s.cache_settings() for s in self.stages]
+        self.stats = [StageStats(name=s.name) for s in self.stages]
+        self.cache = StageCache(layout.stage_cache)
+        self.index = SourceIndex(layout.source_index)
         self.inflight: dict[Any, tuple] = {}
         self.pending_inputs: deque[str] = deque()
+        self.remote_inputs: deque[str] = deque()
         self.plans_inflight = 0
         self.digests: dict[str, str] = {}
         self.timings: dict[str, dict[str, float]] = {}
+        self.keys: dict[str, list[str | None]] = {}
+        self.names: dict[str, list[str]] = {}  # input key -> every input path that gave it
+        self.canonical: dict[str, str] = {}  # input key -> the path its records name
         self.seen: set[str] = set()
         self.reasons: Counter = Counter()
-        self.pools: list[_Pool] = []
+        self.pools: list[_Pool | None] = [None] * len(self.stages)
+        self.fitted: list[tuple[int, float, float]] | None = None
         self.setup_start = 0.0
         self.bar = None
         self.remote_plan = None
         self.plan_limit = 1
+        self.cfg_ref = None
 
-    # -- setup
+    # -- Ray, on first need
 
-    def start_pools(self) -> None:
-        """Create every stage's actors (once, when the first clip needs work: a rerun with nothing
-        left to do loads no model)."""
-        if self.pools:
+    def _ray(self) -> None:
+        if self.cfg_ref is not None:
             return
-        self.setup_start = time.perf_counter()
-        names = Counter(s.name for s in self.stages)
-        if any(n > 1 for n in names.values()):
-            raise PipelineError(f"stage names must be unique, got {[s.name for s in self.stages]}")
-        fitted = fit_resources(self.stages, self.runtime, ray.cluster_resources())
-        for index, (stage, (workers, cpus, gpus)) in enumerate(zip(self.stages, fitted)):
-            threads = self.runtime.threads_per_worker or max(1, int(round(stage.resources.cpus)))
-            options = dict(num_cpus=cpus, num_gpus=gpus, max_restarts=0, max_concurrency=1)
-            pool = _Pool(index=index, stage=stage, batch_size=self.runtime.batch_size or max(1, stage.batch_size),
-                         options=options, threads=threads,
-                         stats=StageStats(name=stage.name, workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus))
-            self.pools.append(pool)
-            for _ in range(workers):
-                self._add_actor(pool)
+        self.connect()
+        self.cfg_ref = ray.put(self.cfg)
+
+    def _pool(self, index: int) -> _Pool:
+        """The actor pool of stage ``index``, created when the first clip is admitted that may need
+        the stage (a stage whose results all come from the cache, or a rerun with nothing left to do,
+        loads no model)."""
+        pool = self.pools[index]
+        if pool is not None:
+            return pool
+        self._ray()
+        if self.fitted is None:
+            self.setup_start = time.perf_counter()
+            self.fitted = fit_resources(self.stages, self.runtime, ray.cluster_resources())
+        stage, (workers, cpus, gpus) = self.stages[index], self.fitted[index]
+        stats = self.stats[index]
+        stats.workers, stats.cpus_per_worker, stats.gpus_per_worker = workers, cpus, gpus
+        threads = self.runtime.threads_per_worker or max(1, int(round(stage.resources.cpus)))
+        options = dict(num_cpus=cpus, num_gpus=gpus, max_restarts=0, max_concurrency=1)
+        pool = _Pool(index=index, stage=stage, batch_size=self.runtime.batch_size or max(1, stage.batch_size),
+                     options=options, threads=threads, stats=stats)
+        self.pools[index] = pool
+        for _ in range(workers):
+            self._add_actor(pool)
+        return pool
 
     def _add_actor(self, pool: _Pool) -> None:
         actor = ray.remote(**pool.options)(StageWorker).remote(pool.stage, pool.threads)
@@ -342,9 +420,10 @@ class _Scheduler:
 
     def stop_pools(self) -> None:
         for pool in self.pools:
-            for actor in pool.actors:
+            for actor in pool.actors if pool else []:
                 ray.kill(actor, no_restart=True)
-            pool.actors.clear()
+            if pool:
+                pool.actors.clear()
 
     # -- inputs
 
@@ -352,74 +431,126 @@ class _Scheduler:
         self.pending_inputs.extend(sources)
         self.summary.inputs += len(sources)
 
+    def _plan_locally(self, source: str) -> dict[str, Any] | None:
+        """The input's record when it needs no Ray task: a missing file, or (resuming) an unchanged
+        file whose stored record is final."""
+        if not os.path.isfile(source):
+            return input_rejection(source, self.cfg_hash, "not_found", f"{source}: no such file")
+        digest = self.index.lookup(source) if self.runtime.resume else None
+        stored = self.layout.input_state(input_key(digest, self.cfg_hash)) if digest else None
+        if stored is None or not stored.exists():
+            return None
+        previous = read_json(stored)
+        return None if previous.get("reason") in RETRY_REASONS else dict(previous, cached=True)
+
     def _submit_plans(self) -> None:
-        if self.remote_plan is None:
+        while self.pending_inputs:
+            source = self.pending_inputs.popleft()
+            record = self._plan_locally(source)
+            if record is None:
+                self.remote_inputs.append(source)
+            else:
+                self._on_plan(source, record)
+        if self.remote_inputs and self.remote_plan is None:
             # Probing is light and IO-bound: no CPU reservation (so it never waits behind the stage
             # actors), with at most one probe per cluster CPU at a time.
+            self._ray()
             self.plan_limit = self.runtime.max_plan_tasks or max(1, int(ray.cluster_resources().get("CPU", 1)))
             self.remote_plan = ray.remote(num_cpus=0, max_retries=1)(plan_input)
-        while self.pending_inputs and self.plans_inflight < self.plan_limit:
-            source = self.pending_inputs.popleft()
+        while self.remote_inputs and self.plans_inflight < self.plan_limit:
+            source = self.remote_inputs.popleft()
             ref = self.remote_plan.remote(source, self.cfg_ref, self.cfg_hash, str(self.layout.work),
-                                     str(self.layout.input_states), self.runtime.resume, self.plan_fn, self.digest_fn)
+                                          str(self.layout.input_states), self.runtime.resume, self.plan_fn,
+                                          self.digest_fn)
             self.inflight[ref] = ("plan", source)
             self.plans_inflight += 1
 
     def _on_plan(self, source: str, record: dict[str, Any]) -> None:
-        self.plans_inflight -= 1
-        if record.pop("cached", False):
+        cached = record.pop("cached", False)
+        stamp = record.pop("stamp", None)
+        key = record["key"]
+        if record["source_digest"] and stamp:
+            self.index.store(source, record["source_digest"], *stamp)
+        if cached and record["source"] != source and not os.path.isfile(record["source"]):
+            record = _renamed(record, source)  # the file was moved since: its records follow it
+            cached = False
+        self.names.setdefault(key, []).append(source)
+        if key in self.canonical:
+            return  # the same bytes under another name: planned once (see duplicate_inputs)
+        self.canonical[key] = record["source"]
+        if cached:
             self.summary.inputs_cached += 1
         else:
-            atomic_write_json(self.layout.input_state(record["key"]), record)
+            atomic_write_json(self.layout.input_state(key), record)
         if record["status"] == REJECTED:
             self.summary.inputs_rejected += 1
             self.reasons[record["reason"]] += 1
             return
         stale = self.layout.input_state(path_key(source, self.cfg_hash))
-        if stale.name != f"{record['key']}.json":
+        if stale.name != f"{key}.json":
             unlink_quiet(stale)  # an earlier not_found/unreadable record of this path is now obsolete
         for data in record["clips"]:
             self._admit_clip(ClipTask.from_dict(data), record["source_digest"])
+
+    def duplicate_inputs(self) -> dict[str, str]:
+        """Inputs skipped because their bytes equal another input's: {skipped path: kept path}."""
+        return {name: self.canonical[key] for key, names in sorted(self.names.items()) for name in names
+                if name != self.canonical[key]}
 
     def _admit_clip(self, task: ClipTask, digest: str) -> None:
         if task.clip_id in self.seen:
             return  # the same content given twice
         self.seen.add(task.clip_id)
         self.summary.clips_planned += 1
-        if self.runtime.resume and self._finished(task.clip_id):
+        self.summary.clips_short += bool(task.stats.get("short_window"))
+        keys = stage_keys(task, self.stages, self.settings)
+        if self.runtime.resume and self._finished(task.clip_id, short_hash(keys)):
             self.summary.clips_skipped += 1
             self._bar_add(total=1, done=1)
             return
-        self.start_pools()
+        for index, (stage, key) in enumerate(zip(self.stages, keys)):
+            if key is None or not self.cache.has(stage.name, key):
+                self._pool(index)  # this clip may need the stage: its workers start loading now
         task.work_dir = str(self.layout.work / task.clip_id)
         reset_work_dir(task)
+        self.keys[task.clip_id] = keys
         self.digests[task.clip_id] = digest
         self.summary.frames_processed += task.num_frames
         self.timings[task.clip_id] = {}
         self._bar_add(total=1)
         self._route(task, 0)
 
-    def _finished(self, clip_id: str) -> bool:
-        """Published for good: a state record not asking for a retry, and for an ok clip its folder."""
+    def _finished(self, clip_id: str, pipeline_key: str) -> bool:
+        """Published for good under the current stage keys: a state record not asking for a retry,
+        and for an ok clip its folder. (A clip published under other keys, e.g. after a preview
+        setting changed, runs again; its unchanged stages come from the cache.)"""
         state = self.layout.clip_state(clip_id)
         if not state.exists():
             return False
         record = read_json(state)
-        if record.get("reason") in RETRY_REASONS:
+        if record.get("reason") in RETRY_REASONS or record.get("pipeline_key") != pipeline_key:
             return False
         return record["status"] == REJECTED or (self.layout.clip_dir(clip_id) / DONE_NAME).is_file()
 
     # -- clips
 
     def _route(self, task: ClipTask, next_stage: int) -> None:
-        if task.ok and next_stage < len(self.pools):
-            self.pools[next_stage].queue.append(task)
-        else:
-            self._finish(task)
+        """Send the clip to the next stage that must run, taking cached stage results on the way."""
+        keys = self.keys[task.clip_id]
+        while task.ok and next_stage < len(self.stages):
+            key = keys[next_stage]
+            if key is None or not self.cache.apply(self.stages[next_stage].name, key, task):
+                self._pool(next_stage).queue.append(task)
+                return
+            self.stats[next_stage].clips_cached += 1
+            next_stage += 1
+        self._finish(task)
 
     def _finish(self, task: ClipTask) -> None:
+        keys = self.keys.pop(task.clip_id)
         record = clip_record(task, source_digest=self.digests.pop(task.clip_id), config_hash=self.cfg_hash,
                              timings=self.timings.pop(task.clip_id))
+        record.update(pipeline_key=short_hash(keys), stage_keys={s.name: k for s, k in zip(self.stages, keys) if k})
         finalize_clip(self.layout, record)
         self.summary.clips_processed += 1
         if task.ok:
@@ -430,14 +561,14 @@ class _Scheduler:
         self._bar_add(done=1)
 
     def _upstream_busy(self, index: int) -> bool:
-        if self.pending_inputs or self.plans_inflight:
+        if self.pending_inputs or self.remote_inputs or self.plans_inflight:
             return True
-        return any(p.queue or p.busy for p in self.pools[:index])
+        return any(p.queue or p.busy for p in self.pools[:index] if p)
 
     def _dispatch(self) -> None:
         if self.runtime.warm_start and any(e[0] == "setup" for e in self.inflight.values()):
             return
-        for pool in reversed(self.pools):  # drain downstream first: finished clips leave sooner
+        for pool in reversed([p for p in self.pools if p]):  # drain downstream first: finished clips leave sooner
             while pool.idle and pool.queue and (len(pool.queue) >= pool.batch_size or not self._upstream_busy(pool.index)):
                 batch = [pool.queue.popleft() for _ in range(min(pool.batch_size, len(pool.queue)))]
                 actor = pool.idle.pop()
@@ -448,6 +579,7 @@ class _Scheduler:
 
     def _on_batch(self, pool: _Pool, actor: Any, batch: list[ClipTask], result: tuple | Exception) -> None:
         pool.busy -= 1
+        before = {t.clip_id: ClipTask.from_dict(t.to_dict()) for t in batch}
         if isinstance(result, ray.exceptions.RayActorError):
             log.warning("a %s worker died (%s); its batch of %d clips is rejected and the worker replaced",
                         pool.stage.name, result, len(batch))
@@ -459,7 +591,7 @@ class _Scheduler:
             self._add_actor(pool)
             elapsed = 0.0
         elif isinstance(result, Exception):
-            cause = getattr(result, "cause", None) or result
+            cause = error_cause(result)
             out = [t.reject("stage_error", f"{pool.stage.name}: {type(cause).__name__}: {cause}") for t in batch]
             pool.idle.append(actor)
             elapsed = 0.0
@@ -472,6 +604,9 @@ class _Scheduler:
         for task in out:
             if task.clip_id in self.timings:
                 self.timings[task.clip_id][pool.stage.name] = elapsed * task.num_frames / frames
+            key = self.keys[task.clip_id][pool.index]
+            if key is not None and task.reason not in RETRY_REASONS:
+                self.cache.store(pool.stage.name, key, before[task.clip_id], task)
             if task.ok:
                 pool.stats.clips_ok += 1
             else:
@@ -481,10 +616,10 @@ class _Scheduler:
     # -- main loop
 
     def run(self) -> None:
-        self.cfg_ref = ray.put(self.cfg)
         self.work_start = time.perf_counter()
         if self.runtime.warm_start:
-            self.start_pools()
+            for index in range(len(self.stages)):
+                self._pool(index)
             while self.inflight:
                 self._step()
             self.work_start = time.perf_counter()
@@ -495,7 +630,9 @@ class _Scheduler:
                 break
             self._step()
         self.summary.reasons = dict(sorted(self.reasons.items()))
-        self.summary.stages = [p.stats for p in self.pools] or [StageStats(name=s.name) for s in self.stages]
+        self.summary.stages = self.stats
+        self.summary.duplicates = self.duplicate_inputs()
+        self.summary.inputs_duplicate = len(self.summary.duplicates)
 
     def _step(self) -> None:
         """Wait for the next finished piece of work and act on it."""
@@ -509,18 +646,18 @@ class _Scheduler:
         if kind == "setup":
             self._on_setup(entry[1], entry[2], result)
         elif kind == "plan":
+            self.plans_inflight -= 1
             if isinstance(result, Exception):
-                cause = getattr(result, "cause", None) or result
-                result = {"kind": "input", "source": entry[1], "config_hash": self.cfg_hash, "source_digest": "",
-                          "key": path_key(entry[1], self.cfg_hash), "status": REJECTED, "reason": "plan_error",
-                          "detail": f"{entry[1]}: {type(cause).__name__}: {cause}", "clips": []}
+                cause = error_cause(result)
+                result = input_rejection(entry[1], self.cfg_hash, "plan_error",
+                                         f"{entry[1]}: {type(cause).__name__}: {cause}")
             self._on_plan(entry[1], result)
         else:
             self._on_batch(entry[1], entry[2], entry[3], result)
 
     def _on_setup(self, pool: _Pool, actor: Any, result: Any) -> None:
         if isinstance(result, Exception):
-            cause = getattr(result, "cause", None) or result
+            cause = error_cause(result)
             raise PipelineError(f"stage {pool.stage.name}: setup failed: {type(cause).__name__}: {cause}") from cause
         pool.stats.setup_s = max(pool.stats.setup_s, float(result))
         self.summary.setup_s = max(self.summary.setup_s, time.perf_counter() - self.setup_start)
@@ -547,6 +684,17 @@ class _Scheduler:
             self.bar.close()
 
 
+def error_cause(exc: BaseException) -> BaseException:
+    """The user-level exception inside a Ray error (a task's own exception), else ``exc``."""
+    return getattr(exc, "cause", None) or exc
+
+
+def _renamed(record: dict[str, Any], source: str) -> dict[str, Any]:
+    """An input record (and its clips) naming ``source``, the file's new path."""
+    clips = [dict(c, source=source) for c in record["clips"]]
+    return dict(record, source=source, clips=clips)
+
+
 # ----------------------------------------------------------------------------- entry points
 
 
@@ -557,7 +705,11 @@ def run_pipeline(sources: Sequence[str], output: str | os.PathLike, cfg: Any, ru
     timings. The manifest is written separately (``manifest.write_manifest``), so a caller may run
     several batches first. ``cfg`` is the stage config (what plans and stages see); ``stages``,
     ``plan_fn`` and ``digest_fn`` default to the project's (``build_clip_stages``, ``plan_video``,
-    ``source_digest``)."""
+    ``source_digest``).
+
+    The output folder is checked before anything starts. A new output folder is created only once
+    Ray is up (a cluster that cannot be reached leaves nothing behind); on an existing one, Ray
+    starts only if some work is left."""
     runtime = runtime or RuntimeConfig()
     wall_start = time.perf_counter()
     if stages is None or plan_fn is None or digest_fn is None:
@@ -567,22 +719,33 @@ def run_pipeline(sources: Sequence[str], output: str | os.PathLike, cfg: Any, ru
         stages = build_clip_stages(cfg) if stages is None else stages
         plan_fn = plan_fn or plan_mod.plan_video
         digest_fn = digest_fn or plan_mod.source_digest
-    cfg_hash = cfg_hash or compute_config_hash(cfg)
-    layout = OutputLayout.create(output, runtime.work_dir)
-    clean_stale(layout)
-    summary = RunSummary(output=str(layout.root), config_hash=cfg_hash)
-    summary.recovered = recover_finished(layout)
+    if not cfg_hash:
+        cfg_hash = content_hash(cfg) if isinstance(cfg, PreprocessConfig) else compute_config_hash(cfg)
+    output = check_output_dir(output)
     inputs = expand_inputs(sources)
-    with ray_session(runtime):
-        summary.init_s = time.perf_counter() - wall_start
-        scheduler = _Scheduler(layout, cfg, cfg_hash, runtime, stages, plan_fn, digest_fn, summary)
+    summary = RunSummary(output=str(output), config_hash=cfg_hash)
+    with ExitStack() as ray_scope:
+        def connect() -> None:
+            start = time.perf_counter()
+            ray_scope.enter_context(ray_session(runtime))
+            summary.ray_started = True
+            summary.init_s += time.perf_counter() - start
+
+        layout = OutputLayout.at(output, runtime.work_dir)
+        if not layout.exists:
+            connect()
+        layout = OutputLayout.create(output, runtime.work_dir)
+        clean_stale(layout)
+        summary.recovered = recover_finished(layout)
+        scheduler = _Scheduler(layout, cfg, cfg_hash, runtime, stages, plan_fn, digest_fn, summary, connect)
         scheduler.add_inputs(inputs)
         scheduler.open_bar()
         try:
             scheduler.run()
         finally:
             scheduler.close_bar()
-            scheduler.stop_pools()
+            if summary.ray_started:
+                scheduler.stop_pools()
         summary.run_s = time.perf_counter() - scheduler.work_start
     summary.wall_s = time.perf_counter() - wall_start
     return summary

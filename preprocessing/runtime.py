@@ -1,5 +1,6 @@
 """How a preprocessing job runs (Ray address, workers, batching, resume), kept apart from what it
-computes (``PreprocessConfig``) so that runtime knobs never change clip ids.
+computes (``PreprocessConfig``) so that runtime knobs never change clip ids (nor do the execution
+fields of the sections, see ``keys.py``).
 
 ``PreprocessJob`` is the one typed parameter of the Prefect flow and of the CLI: YAML files and
 overrides like ``detect.conf=0.3`` and ``runtime.ray_address=auto`` address the same model.
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from anycharv.config import StrictModel, config_hash
+from anycharv.config import StrictModel
 from anycharv.preprocessing.config import PreprocessConfig
+from anycharv.preprocessing.keys import content_hash
 
 DEVICE_SECTIONS = ("detect", "mask", "pose")
 
@@ -49,4 +51,4 @@ class PreprocessJob(PreprocessConfig):
         return PreprocessConfig.model_validate(data)
 
     def content_hash(self) -> str:
-        return config_hash(self.stage_config())
+        return content_hash(self.stage_config())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from abc import ABC
 from dataclasses import dataclass
+from typing import Any
 
 from anycharv.preprocessing.records import ClipTask
 
@@ -30,12 +31,20 @@ class Stage(ABC):
     name: str = "stage"
     resources: StageResources = StageResources()
     batch_size: int = 1
+    # Names of the stages whose outputs this one reads: its cache key includes theirs. None: every
+    # earlier stage of the pipeline.
+    depends_on: tuple[str, ...] | None = None
 
     def __init__(self) -> None:
         self._ready = False
 
     def setup(self) -> None:
         """Load models; called once per worker before the first batch."""
+
+    def cache_settings(self) -> Any:
+        """The JSON-able settings that decide this stage's output (see ``keys.stage_key``); None
+        (the default) keeps the stage out of the stage cache, so it always runs."""
+        return None
 
     def ensure_setup(self) -> None:
         if not self._ready:

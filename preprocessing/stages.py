@@ -42,11 +42,21 @@ def load_boxes(task: ClipTask) -> np.ndarray:
 
 
 class ClipStage(Stage):
-    """A stage configured by a PreprocessConfig; times each clip into ``stats['<name>_ms']``."""
+    """A stage configured by one section of a PreprocessConfig (``section``); times each clip into
+    ``stats['<name>_ms']`` and, for a stage with a model, records the device it ran on in
+    ``stats['<name>_device']`` (fp16 on a GPU can change results; the device is not in any key)."""
+
+    section: str = ""
 
     def __init__(self, cfg: PreprocessConfig):
         super().__init__()
         self.cfg = cfg
+        self.device = ""
+
+    def cache_settings(self) -> dict:
+        from anycharv.preprocessing.keys import section_payload
+
+        return section_payload(getattr(self.cfg, self.section))
 
     def process_one(self, task: ClipTask) -> ClipTask:
         t0 = time.perf_counter()
@@ -55,6 +65,8 @@ class ClipStage(Stage):
         except InputError as exc:  # e.g. the source stopped decoding mid-clip: keep its reason code
             return task.reject(exc.code, f"{self.name}: {exc}")
         task.stats[f"{self.name}_ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
+        if self.device:
+            task.stats[f"{self.name}_device"] = self.device
         return task
 
     def run(self, task: ClipTask) -> ClipTask:  # pragma: no cover - subclasses override
@@ -63,6 +75,8 @@ class ClipStage(Stage):
 
 class DetectTrackStage(ClipStage):
     name = "detect_track"
+    section = "detect"
+    depends_on = ()
 
     def __init__(self, cfg: PreprocessConfig):
         super().__init__(cfg)
@@ -72,6 +86,7 @@ class DetectTrackStage(ClipStage):
         from anycharv.preprocessing.detect_track import PersonTracker
 
         self.tracker = PersonTracker(self.cfg.detect)
+        self.device = str(self.tracker.device)
 
     def run(self, task: ClipTask) -> ClipTask:
         frames = clip_frames(task)
@@ -100,6 +115,7 @@ class FilterStage(ClipStage):
     """``phase="people"`` checks only the detect stage's output; ``"final"`` checks everything."""
 
     resources = StageResources(cpus=0.5, gpus=0.0)
+    section = "filter"
 
     def __init__(self, cfg: PreprocessConfig, phase: str = "final"):
         super().__init__(cfg)
@@ -107,6 +123,7 @@ class FilterStage(ClipStage):
             raise ValueError(f"FilterStage phase {phase!r}: expected 'people' or 'final'")
         self.phase = phase
         self.name = "filter_people" if phase == "people" else "filter"
+        self.depends_on = ("detect_track",) if phase == "people" else ("detect_track", "fine_mask", "pose")
 
     def run(self, task: ClipTask) -> ClipTask:
         counts = np.load(os.path.join(task.work_dir, task.annotations["person_counts"]), allow_pickle=False)
@@ -121,6 +138,8 @@ class FilterStage(ClipStage):
 
 class FineMaskStage(ClipStage):
     name = "fine_mask"
+    section = "mask"
+    depends_on = ("detect_track",)
 
     def __init__(self, cfg: PreprocessConfig):
         super().__init__(cfg)
@@ -129,7 +148,10 @@ class FineMaskStage(ClipStage):
     def setup(self) -> None:
         from anycharv.preprocessing.fine_mask import build_masker
 
+        from anycharv.devices import pick_device
+
         self.masker = build_masker(self.cfg.mask)
+        self.device = str(pick_device(self.cfg.mask.device))
 
     def run(self, task: ClipTask) -> ClipTask:
         res = self.masker(clip_frames(task), load_boxes(task))
@@ -143,6 +165,8 @@ class FineMaskStage(ClipStage):
 
 class PoseStage(ClipStage):
     name = "pose"
+    section = "pose"
+    depends_on = ("detect_track",)
 
     def __init__(self, cfg: PreprocessConfig):
         super().__init__(cfg)
@@ -151,7 +175,10 @@ class PoseStage(ClipStage):
     def setup(self) -> None:
         from anycharv.preprocessing.pose import build_pose_estimator
 
+        from anycharv.devices import pick_device
+
         self.estimator = build_pose_estimator(self.cfg.pose)
+        self.device = str(pick_device(self.cfg.pose.device))
 
     def run(self, task: ClipTask) -> ClipTask:
         from anycharv.preprocessing.pose import body_confidence
@@ -168,6 +195,8 @@ class PoseStage(ClipStage):
 
 class PreviewStage(ClipStage):
     name = "preview"
+    section = "preview"
+    depends_on = ("detect_track", "fine_mask", "pose")
     resources = StageResources(cpus=0.5, gpus=0.0)
 
     def run(self, task: ClipTask) -> ClipTask:

@@ -24,6 +24,7 @@ __all__ = ["TargetInputs", "model_size", "read_target_frames", "track_people", "
            "prepare_target"]
 
 VAE_FACTOR = 8
+MAX_ASPECT = 2.5  # default cap of the model canvas: long side at most this x the short side
 
 
 @dataclass
@@ -46,9 +47,18 @@ class TargetInputs:
     track_lengths: dict[int, int] = field(default_factory=dict)
 
 
-def model_size(source_size: tuple[int, int], size: int | tuple[int, int]) -> tuple[int, int]:
+def default_max_long_side(short: int) -> int:
+    return int(MAX_ASPECT * short) // VAE_FACTOR * VAE_FACTOR
+
+
+def model_size(source_size: tuple[int, int], size: int | tuple[int, int],
+               max_long_side: int | None = None) -> tuple[int, int]:
     """The model canvas (W, H): ``size`` = (W, H) as given, or a short side with the source's aspect
-    ratio (long side rounded to a multiple of 8). Every side must be a positive multiple of 8 (VAE)."""
+    ratio (long side rounded to a multiple of 8). Every side must be a positive multiple of 8 (VAE).
+
+    With a short side, the long side is capped at ``max_long_side`` (default ``MAX_ASPECT`` x the short
+    side; 0: no cap), shrinking the short side to keep the aspect ratio: a 1000x64 strip would
+    otherwise run the model at 2000x128."""
     src_w, src_h = source_size
     if isinstance(size, (tuple, list)):
         if len(size) != 2:
@@ -59,7 +69,14 @@ def model_size(source_size: tuple[int, int], size: int | tuple[int, int]) -> tup
         if short <= 0 or short % VAE_FACTOR:
             raise InputError("size", f"short side must be a positive multiple of {VAE_FACTOR} (VAE factor), "
                                      f"got {size}", code="bad_size")
-        long = max(VAE_FACTOR, int(round(max(src_w, src_h) * short / min(src_w, src_h) / VAE_FACTOR)) * VAE_FACTOR)
+        aspect = max(src_w, src_h) / min(src_w, src_h)
+        cap = default_max_long_side(short) if max_long_side is None else int(max_long_side)
+        long = max(VAE_FACTOR, int(round(aspect * short / VAE_FACTOR)) * VAE_FACTOR)
+        if cap and long > cap:
+            if cap < 2 * VAE_FACTOR or cap % VAE_FACTOR:
+                raise InputError("max_long_side", f"must be a multiple of {VAE_FACTOR} >= {2 * VAE_FACTOR}, got {cap}",
+                                 code="bad_size")
+            long, short = cap, max(2 * VAE_FACTOR, int(cap / aspect) // VAE_FACTOR * VAE_FACTOR)
         width, height = (short, long) if src_w <= src_h else (long, short)
     for name, value in (("width", width), ("height", height)):
         if value < 2 * VAE_FACTOR or value % VAE_FACTOR:
@@ -163,7 +180,7 @@ def read_target_frames(video: str, start: int = 0, max_frames: int | None = None
 def prepare_target(video: str, cfg: PreprocessConfig | None = None, person: int | None = None,
                    size: int | tuple[int, int] = 512, max_frames: int | None = None, *,
                    start: int = 0, box_pad: float = 0.1, tracker: PersonTracker | None = None,
-                   pose_conf_threshold: float | None = None) -> TargetInputs:
+                   pose_conf_threshold: float | None = None, max_long_side: int | None = None) -> TargetInputs:
     """Decode ``video`` (frames [start, start+max_frames)), track every person, choose ``person``
     (a track id; default: the main character by ``cfg.detect.main_person``), and build the inputs.
 
@@ -172,7 +189,7 @@ def prepare_target(video: str, cfg: PreprocessConfig | None = None, person: int 
     """
     cfg = cfg or PreprocessConfig()
     info = probe_video(video)
-    width, height = model_size((info.width, info.height), size)  # bad sizes fail before decoding
+    width, height = model_size((info.width, info.height), size, max_long_side)  # bad sizes fail before decoding
     source, info = read_target_frames(video, start, max_frames)
     num, src_h, src_w = source.shape[:3]
     end = start + num

@@ -47,6 +47,9 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, metavar="SHORT_SIDE",
                    help=f"model short side, a multiple of 8 (default {DEFAULT_SIZE['weights']}, "
                         f"{DEFAULT_SIZE['tiny']} with --preset tiny)")
+    p.add_argument("--max-long-side", type=int, metavar="PX",
+                   help="cap of the model canvas's long side; the short side shrinks to keep the aspect ratio "
+                        "(default 2.5x the short side; 0: no cap)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda:N, mps")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
@@ -114,6 +117,11 @@ def run(args) -> int:
         raise InputError("--out", "required (the output .mp4)")
     if Path(args.out).suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise InputError(f"--out {args.out}", "must end in .mp4")
+    from anycharv.output_paths import check_output_dir, check_output_file
+
+    check_output_file(args.out, "--out")  # before hours of work, not after
+    if args.save_inputs:
+        check_output_dir(args.save_inputs, "--save-inputs")
     if args.steps < 1:
         raise InputError("--steps", f"must be >= 1, got {args.steps}")
     if not args.weights and not args.preset:
@@ -132,13 +140,17 @@ def run(args) -> int:
         _err(RANDOM_WEIGHTS_WARNING)
     size = args.size or DEFAULT_SIZE["tiny" if args.preset == "tiny" else "weights"]
 
-    from anycharv.preprocessing.target_prep import prepare_target
+    from anycharv.preprocessing.target_prep import model_size, prepare_target
 
     # The target first: a video without people or a wrong --person fails before the networks load.
     t0 = time.perf_counter()
     target = prepare_target(args.video, cfg, args.person, size, args.max_frames, start=args.start,
-                            box_pad=args.box_pad)
+                            box_pad=args.box_pad, max_long_side=args.max_long_side)
     prep_s = time.perf_counter() - t0
+    uncapped = model_size(target.source_size, size, 0)
+    if target.model_size != uncapped:
+        _err(f"note: model canvas capped at {target.model_size[0]}x{target.model_size[1]} instead of "
+             f"{uncapped[0]}x{uncapped[1]} (extreme aspect ratio; --max-long-side sets the cap)")
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
     t0 = time.perf_counter()

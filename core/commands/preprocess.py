@@ -22,13 +22,18 @@ def register(subparsers) -> None:
             "Config overrides are key.sub=value pairs, e.g. detect.conf=0.3 runtime.num_workers=2."
         ),
     )
-    parser.add_argument("--input", "-i", action="append", required=True, metavar="PATH_OR_GLOB",
-                        help="video file, folder or glob (repeatable)")
+    parser.add_argument("--input", "-i", action="append", metavar="PATH_OR_GLOB",
+                        help="video file, folder or glob (repeatable; required unless --gc)")
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--config", "-c", default=None, metavar="FILE",
                         help=f"YAML config (default: configs/{DEFAULT_CONFIG} when present)")
     parser.add_argument("--ray-address", default=None, metavar="ADDR",
                         help="join this Ray cluster ('auto', 'ray://host:10001'); default: RAY_ADDRESS or a local one")
+    parser.add_argument("--gc", action="store_true",
+                        help="list what the current manifest of OUTPUT does not reference (clips of earlier configs, "
+                             "their records and stage-cache entries, unfinished work); with --yes, remove it. "
+                             "Do not run it while a run writes to OUTPUT.")
+    parser.add_argument("--yes", action="store_true", help="with --gc: remove what it lists")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     parser.set_defaults(func=run)
 
@@ -56,20 +61,55 @@ def load_job(config: str | None, overrides: list[str], ray_address: str | None =
     return job
 
 
+def garbage_collect(output: str, remove: bool) -> int:
+    from anycharv.preprocessing.cleanup import find_unreferenced, remove_unreferenced
+    from anycharv.preprocessing.finalize import OutputLayout
+
+    layout = OutputLayout.at(output)
+    found = find_unreferenced(layout)
+    for line in found.lines():
+        print(line)
+    if found.empty:
+        print(f"{layout.root}: nothing unreferenced")
+    elif remove:
+        print(f"removed {remove_unreferenced(layout, found)} item(s)")
+    else:
+        print(f"{len(found.lines())} item(s) not referenced by {layout.manifest_path}; --gc --yes removes them")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    from anycharv.errors import InputError
+    from anycharv.output_paths import check_output_dir
+
+    if args.gc:
+        return garbage_collect(args.output, args.yes)
+    if not args.input:
+        raise InputError("--input", "required (a video file, folder or glob)")
     job = load_job(args.config, list(args.overrides), args.ray_address)
+    output = check_output_dir(args.output, "--output")  # before Prefect or Ray start
+    from anycharv.preprocessing.runner import require_inputs
+
+    require_inputs(args.input)
     _prefect_defaults()
     from anycharv.flows.preprocess import preprocess
 
-    result = preprocess(inputs=list(args.input), output=args.output, config=job)
+    result = preprocess(inputs=list(args.input), output=str(output), config=job)
     counts = result["manifest_counts"]
     print(f"manifest: {result['manifest']}")
     print(f"summary and previews: {result['summary_md']} (clip folders under {result['output']}/clips/)")
-    reasons = ", ".join(f"{k}={v}" for k, v in result["reasons"].items()) or "none"
+    reasons = ", ".join(f"{k}={v}" for k, v in result["manifest_reasons"].items()) or "none"
+    duplicates = f", {len(result['duplicates'])} duplicate input(s) skipped" if result["duplicates"] else ""
+    short = f", {result['clips_short']} clip(s) shorter than split.clip_len" if result["clips_short"] else ""
     print(
         f"{counts['clips_ok']} clips ok, {counts['clips_rejected']} clips rejected, "
         f"{counts['inputs_rejected']} inputs rejected; this run: {result['clips_ok'] + result['clips_rejected']} "
-        f"clips processed, {result['clips_skipped']} already done, {result['frames_per_s']:.2f} frames/s; "
-        f"reject reasons: {reasons}"
+        f"clips processed, {result['clips_skipped']} already done{duplicates}{short}, "
+        f"{result['frames_per_s']:.2f} frames/s; reject reasons (manifest): {reasons}"
     )
+    for skipped, kept in result["duplicates"].items():
+        print(f"  duplicate skipped: {skipped} (same bytes as {kept})")
+    if counts["clips_ok"] + counts["clips_rejected"] == 0:
+        raise InputError("--input", f"no usable input: every input was rejected ({reasons}); "
+                                    f"the reasons are in {result['manifest']}", code="no_usable_input")
     return 0

@@ -15,6 +15,9 @@ from anycharv.commands.preprocess import load_job
     ("detect.conf=2", "detect.conf"),
     ("runtime.num_workers=0", "runtime.num_workers"),
     ("detect.conf", "expected key.sub=value"),
+    ("detect.weights=nosuch.pt", "detect.weights: Value error, nosuch.pt: no such file"),  # at load, not in setup
+    ("mask.weights=/nowhere/isnet.onnx", "mask.weights"),
+    ("pose.backend=dwpose", "pose.dwpose_dir: required"),
 ])
 def test_flow_cli_bad_override_is_named(override, expected, tmp_path, capsys):
     code = main(["preprocess", "--input", str(tmp_path / "v.mp4"), "--output", str(tmp_path / "out"), override])

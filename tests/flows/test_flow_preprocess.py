@@ -102,9 +102,68 @@ def test_flow_rerun_is_idempotent(flow_run):
     result = preprocess(inputs=flow_run["inputs"], output=str(out), config=flow_run["job"])
     run = json.loads((out / "manifest" / "run.json").read_text())
     assert run["clips_processed"] == 0 and run["clips_skipped"] == 4 and run["inputs_cached"] == 4
+    assert run["ray_started"] is False  # everything was found done: no cluster was started or joined
+    # The reasons reported are the manifest's, not this run's (which rejected nothing).
+    manifest_reasons = {}
+    for row in before.to_pylist():
+        if row["status"] == "rejected":
+            manifest_reasons[row["reason"]] = manifest_reasons.get(row["reason"], 0) + 1
+    assert result["manifest_reasons"] == manifest_reasons
+    assert set(manifest_reasons) - set(result["reasons"]), "the clips' reasons come only from the manifest"
     assert all(s["batches"] == 0 and s["setup_s"] == 0 for s in run["stages"])  # no model loaded, no stage call
     assert {p: p.stat().st_mtime_ns for p in (out / "clips").rglob("*") if p.is_file()} == mtimes
     after = pq.read_table(out / "manifest" / "clips.parquet")
     assert after.drop_columns(timing_columns(after.column_names)).equals(
         before.drop_columns(timing_columns(before.column_names)))
     assert result["manifest_counts"] == flow_run["result"]["manifest_counts"]
+
+
+def _stage_runs(out: Path) -> dict[str, tuple[int, int]]:
+    """(clips computed, clips served from the stage cache) per stage in the last run."""
+    run = json.loads((out / "manifest" / "run.json").read_text())
+    return {s["name"]: (s["clips_in"], s["clips_cached"]) for s in run["stages"]}
+
+
+def test_flow_settings_changes_rerun_only_the_stages_they_affect(flow_run):
+    """Real stages: a filter change reruns only the filters; a mask change reruns mask, final filter
+    and preview (detection and pose read only the boxes: they come from the cache); a preview change
+    keeps the clip ids and redraws the previews; execution settings change nothing."""
+    from anycharv.flows.preprocess import preprocess
+
+    out, inputs = flow_run["out"], flow_run["inputs"]
+    before = {r["clip_id"]: r for r in pq.read_table(out / "manifest" / "clips.parquet").to_pylist()
+              if r["kind"] == "clip"}
+    late_reasons = {"", "low_pose_confidence", "mask_empty", "mask_outside_box"}  # decided after the mask stage
+    reached_mask = sum(r["reason"] in late_reasons for r in before.values())
+    assert reached_mask > 0
+
+    def rerun(*overrides):
+        preprocess(inputs=inputs, output=str(out), config=load_config(PreprocessJob, None, SMALL + list(overrides)))
+        rows = pq.read_table(out / "manifest" / "clips.parquet").to_pylist()
+        return {r["clip_id"]: r for r in rows if r["kind"] == "clip"}, _stage_runs(out)
+
+    rows, runs = rerun("filter.min_kp_conf=0.31")
+    assert set(rows).isdisjoint(before)  # another config: other clip ids
+    assert runs["detect_track"] == (0, 4) and runs["fine_mask"] == (0, reached_mask) and runs["pose"] == (0, reached_mask)
+    assert runs["filter_people"][1] == 0 and runs["filter_people"][0] >= reached_mask
+    assert runs["filter"] == (reached_mask, 0)
+    assert sorted(r["stat_mean_box_area"] for r in rows.values()) == sorted(
+        r["stat_mean_box_area"] for r in before.values())
+
+    rows, runs = rerun("filter.min_kp_conf=0.31", "mask.threshold=0.6")
+    assert runs["detect_track"] == (0, 4) and runs["pose"] == (0, reached_mask)
+    assert runs["fine_mask"] == (reached_mask, 0) and runs["filter"] == (reached_mask, 0)
+
+    ids = set(rows)
+    rows, runs = rerun("filter.min_kp_conf=0.31", "mask.threshold=0.6", "preview.height=80")
+    assert set(rows) == ids  # the preview is not part of any clip id
+    assert all(n == 0 for name, (n, _) in runs.items() if name != "preview")
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    assert runs["preview"] == (len(ok), 0)
+    from PIL import Image
+
+    assert all(Image.open(out / r["ann_preview"]).height == 80 for r in ok)
+
+    rows, runs = rerun("filter.min_kp_conf=0.31", "mask.threshold=0.6", "preview.height=80", "detect.gpus=0.5",
+                       "runtime.device=cpu", "pose.batch=2")
+    assert set(rows) == ids and json.loads((out / "manifest" / "run.json").read_text())["ray_started"] is False

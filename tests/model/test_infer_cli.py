@@ -76,11 +76,27 @@ def _no_person_video(path):
     return write_video(path, frames, 25)
 
 
-@pytest.mark.parametrize("case", ["image_text", "video_text", "video_missing", "no_person", "bad_size"])
+@pytest.mark.parametrize("case", ["image_text", "video_text", "video_missing", "no_person", "bad_size", "out_is_dir",
+                                  "out_under_file", "out_unwritable", "save_inputs_is_file"])
 def test_cli_bad_inputs_fail_with_one_line(case, tmp_path, capsys):
     ref, video = str(asset_path("grace_hopper.jpg")), str(asset_path(VIDEO_60FPS))
     extra = ["--size", "64"]
-    if case == "image_text":
+    out = tmp_path / "o.mp4"
+    if case == "out_is_dir":  # the output checks come before any decoding or model
+        out.mkdir()
+        expect = "is a folder"
+    elif case == "out_under_file":
+        (tmp_path / "plain").write_text("x")
+        out = tmp_path / "plain" / "o.mp4"
+        expect = "is a file, not a folder"
+    elif case == "out_unwritable":  # /sys refuses new files even to root
+        out = __import__("pathlib").Path("/sys/anycharv-test/o.mp4")
+        expect = "cannot write in /sys"
+    elif case == "save_inputs_is_file":
+        (tmp_path / "inputs").write_text("x")
+        extra += ["--save-inputs", str(tmp_path / "inputs")]
+        expect = "--save-inputs"
+    elif case == "image_text":
         ref = tmp_path / "ref.png"
         ref.write_text("not an image")
         expect = "ref.png"
@@ -98,11 +114,11 @@ def test_cli_bad_inputs_fail_with_one_line(case, tmp_path, capsys):
         extra = ["--size", "60"]
         expect = "multiple of 8"
     rc = main(["infer", "--preset", "tiny", "--ref", str(ref), "--video", str(video), "--out",
-               str(tmp_path / "o.mp4"), "--max-frames", "6", "--steps", "1", *extra])
+               str(out), "--max-frames", "6", "--steps", "1", *extra])
     line = _last_line_error(capsys)
     assert rc == 1
     assert line.startswith("anycharv infer: error:") and expect in line, line
-    assert not (tmp_path / "o.mp4").exists()
+    assert not out.is_file()
 
 
 def test_cli_unknown_person_lists_track_ids(tmp_path, capsys):

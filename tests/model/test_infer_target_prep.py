@@ -30,6 +30,18 @@ def test_model_size_keeps_aspect_and_checks_vae_factor():
         assert err.value.input_name == "size"
 
 
+def test_model_canvas_of_extreme_aspect_ratios_is_capped():
+    """A 1000x64 strip at short side 128 would run the model at 2000x128: the long side is capped
+    (default 2.5x the short side) and the short side shrinks with it, keeping the aspect ratio."""
+    assert model_size((1000, 64), 128, 0) == (2000, 128)  # uncapped, as before
+    assert model_size((1000, 64), 128) == (320, 16)
+    assert model_size((64, 1000), 128, 512) == (32, 512)
+    assert model_size((1920, 1080), 576) == (1024, 576)  # ordinary videos are not touched
+    with pytest.raises(InputError) as err:
+        model_size((1000, 64), 128, 100)
+    assert err.value.input_name == "max_long_side"
+
+
 def test_box_gap_filling_and_padding():
     boxes = fill_box_gaps({2: np.array([0, 0, 10, 10]), 4: np.array([10, 10, 20, 30])}, 6)
     assert np.allclose(boxes[0], [0, 0, 10, 10]) and np.allclose(boxes[3], [5, 5, 15, 20])

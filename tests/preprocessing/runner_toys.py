@@ -62,7 +62,8 @@ def toy_plan(source: str, cfg: ToyConfig, work_root: str) -> list[ClipTask]:
         start, end = i * cfg.clip_len, (i + 1) * cfg.clip_len
         cid = hashlib.sha256(f"{digest}:{start}:{end}:{chash}".encode()).hexdigest()[:20]
         tasks.append(ClipTask(clip_id=cid, source=source, start_frame=start, end_frame=end, fps=fps, width=width,
-                              height=height, src_width=width, src_height=height, work_dir=os.path.join(work_root, cid)))
+                              height=height, src_width=width, src_height=height, work_dir=os.path.join(work_root, cid),
+                              frames_key=f"{digest}:{start}:{end}"))
     return tasks
 
 
@@ -84,10 +85,14 @@ class FrameStatsStage(Stage):
     name = "framestats"
     resources = StageResources(cpus=1)
     batch_size = 2
+    depends_on = ()
 
     def __init__(self, cfg: ToyConfig):
         super().__init__()
         self.cfg = cfg
+
+    def cache_settings(self):
+        return {"thumb": self.cfg.thumb}
 
     def setup(self) -> None:
         _log_call(self.cfg, self.name, "setup", [])
@@ -110,10 +115,14 @@ class LumaFilterStage(Stage):
     name = "lumafilter"
     resources = StageResources(cpus=1)
     batch_size = 1
+    depends_on = ("framestats",)
 
     def __init__(self, cfg: ToyConfig):
         super().__init__()
         self.cfg = cfg
+
+    def cache_settings(self):
+        return {"min_luma": self.cfg.min_luma}
 
     def setup(self) -> None:
         _log_call(self.cfg, self.name, "setup", [])

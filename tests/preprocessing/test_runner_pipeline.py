@@ -4,6 +4,7 @@ manifest types, idempotent reruns, streaming, and per-item failures."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -134,6 +135,7 @@ def test_runner_rerun_does_no_stage_work(ray_local, tmp_path, videos):
     second, table2 = run_toys(videos, out, cfg)
     assert toys.read_calls(calls) == before  # no setup, no process call
     assert second.clips_skipped == 6 and second.clips_processed == 0 and second.inputs_cached == 2
+    assert not second.ray_started and first.ray_started  # everything was found done on disk
     assert {p: p.stat().st_mtime_ns for p in (out / "clips").rglob("*") if p.is_file()} == mtimes
     assert table2.equals(table1)
 
@@ -167,14 +169,16 @@ def test_runner_records_item_failures_and_retries_them(ray_local, tmp_path, vide
     assert summary.reasons == {"stage_error": 4} and summary.clips_ok == 2
     assert not any((out / "clips" / r["clip_id"]).exists() for r in by_start[0] + by_start[6])
 
-    # Machinery failures are retried by the next run (here with a fixed stage); finished clips are not.
+    # Machinery failures are retried by the next run (here with a fixed stage); finished clips are not,
+    # and the stage that had succeeded on the failed clips is served from the stage cache.
     calls = tmp_path / "calls"
     calls.mkdir()
     cfg2 = toys.ToyConfig(min_luma=0.0, calls_dir=str(calls))
     fixed = [toys.FrameStatsStage(cfg2), toys.FailingBatchStage(bad_starts=(), bad_clip_start=None)]
     summary2, table2 = run_toys(videos, out, cfg, stages=fixed)
-    redone = {cid for c in toys.read_calls(calls) if c["kind"] == "process" for cid in c["clips"]}
-    assert redone == {r["clip_id"] for r in by_start[0] + by_start[6]}
+    assert not [c for c in toys.read_calls(calls) if c["kind"] == "process"]
+    framestats, flaky = summary2.stages
+    assert (framestats.clips_in, framestats.clips_cached) == (0, 4) and flaky.clips_in == 4
     assert summary2.clips_skipped == 2 and all(r["status"] == "ok" for r in table2.to_pylist())
 
 
@@ -203,6 +207,67 @@ def test_runner_missing_input_row_is_replaced_when_the_file_appears(ray_local, t
     shutil.copy(videos[1], late)
     _, table = run_toys([str(late)], out, cfg)
     assert [(r["kind"], r["status"]) for r in table.to_pylist()] == [("clip", "ok")]
+
+
+def test_runner_settings_change_reruns_only_the_stages_it_affects(ray_local, tmp_path, videos):
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    out = tmp_path / "out"
+
+    def processed(stage):
+        return [cid for c in toys.read_calls(calls) if c["kind"] == "process" and c["stage"] == stage for cid in c["clips"]]
+
+    first, table1 = run_toys(videos, out, toys.ToyConfig(calls_dir=str(calls)))
+    assert len(processed("framestats")) == 6 and len(processed("lumafilter")) == 6
+    # A filter-only change: new clip ids, frame statistics come from the stage cache, only the filter runs.
+    second, table2 = run_toys(videos, out, toys.ToyConfig(calls_dir=str(calls), min_luma=0.45))
+    assert len(processed("framestats")) == 6 and len(processed("lumafilter")) == 12
+    assert (second.stages[0].clips_in, second.stages[0].clips_cached, second.stages[1].clips_in) == (0, 6, 6)
+    assert second.stages[0].setup_s == 0 and second.stages[0].workers == 0  # its actors never started
+    rows1, rows2 = stable(table1), stable(table2)
+    assert {r["clip_id"] for r in rows1}.isdisjoint(r["clip_id"] for r in rows2)
+    assert [r["stat_mean_luma"] for r in rows1] == [r["stat_mean_luma"] for r in rows2]
+    assert {r["reason"] for r in rows2} == {"", "too_dark"}  # the new threshold rejects some
+    for row in rows2:  # the cached files are the clip's own, complete files
+        if row["status"] == "ok":
+            assert np.load(out / row["ann_frame_stats"]).shape == (6, 2)
+    # A change of the first stage's settings reruns it and everything that reads its output.
+    third, _ = run_toys(videos, out, toys.ToyConfig(calls_dir=str(calls), min_luma=0.45, thumb=16))
+    assert len(processed("framestats")) == 12 and len(processed("lumafilter")) == 18
+    assert third.stages[0].clips_cached == 0
+
+    # The first two configs' clips are no longer referenced by the manifest: listed, removed on request.
+    from anycharv.preprocessing.cleanup import find_unreferenced, remove_unreferenced
+
+    layout = OutputLayout.create(out)
+    found = find_unreferenced(layout)
+    old_ok = {r["clip_id"] for r in rows1 + rows2 if r["status"] == "ok"}
+    assert {d.name for d in found.clip_dirs} == old_ok
+    assert {p.stem for p in found.clip_states} == {r["clip_id"] for r in rows1 + rows2}
+    assert {stage for stage, _ in found.cache_entries} == {"framestats", "lumafilter"}
+    kept_before = stable(pq.read_table(layout.manifest_path))
+    assert remove_unreferenced(layout, found) == len(found.lines())
+    assert find_unreferenced(layout).empty
+    assert {d.name for d in (out / "clips").iterdir()} == {r["clip_id"] for r in kept_before if r["status"] == "ok"}
+    fourth, table4 = run_toys(videos, out, toys.ToyConfig(calls_dir=str(calls), min_luma=0.45, thumb=16))
+    assert not fourth.ray_started and stable(table4) == kept_before
+
+
+def test_runner_byte_identical_inputs_are_planned_once_under_one_name(ray_local, tmp_path, videos):
+    shutil.copy(videos[1], tmp_path / "a.mp4")
+    shutil.copy(videos[1], tmp_path / "b.mp4")
+    out = tmp_path / "out"
+    cfg = toys.ToyConfig(max_clips=2)
+    summary, table = run_toys([str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")], out, cfg)
+    assert summary.inputs_duplicate == 1 and len(summary.duplicates) == 1
+    (skipped, kept), = summary.duplicates.items()
+    assert {Path(skipped).name, Path(kept).name} == {"a.mp4", "b.mp4"}
+    rows = table.to_pylist()
+    assert len(rows) == 2 and {r["source"] for r in rows} == {kept}
+    records = [json.loads(p.read_text()) for p in (out / ".state" / "inputs").glob("*.json")]
+    assert [r["source"] for r in records] == [kept]  # the input record names the same file as the rows
+    again, table2 = run_toys([str(tmp_path / "b.mp4"), str(tmp_path / "a.mp4")], out, cfg)
+    assert again.duplicates == summary.duplicates and stable(table2) == stable(table)
 
 
 class _Res(Stage):
