@@ -61,6 +61,8 @@ def test_flow_mixed_batch_outputs(flow_run):
         for key in ("ann_boxes", "ann_masks", "ann_keypoints", "ann_preview"):
             assert (out / row[key]).is_file() and (out / row[key]).parent == clip_dir
         assert row["width"] % 64 == 0 and min(row["width"], row["height"]) == 256 and row["track_id"] >= 0
+        # The device each model ran on is in the row (it can change results; it is in no key).
+        assert row["stat_detect_track_device"] == row["stat_fine_mask_device"] == row["stat_pose_device"] == "cpu"
     # The flow's small return value agrees with the manifest.
     counts = result["manifest_counts"]
     assert counts == {"rows": len(rows), "clips_ok": len(ok), "clips_rejected": len(clips) - len(ok),

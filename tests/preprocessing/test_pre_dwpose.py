@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from anycharv.errors import WeightsError
 from anycharv.preprocessing.config import PoseConfig, PreprocessConfig
@@ -88,10 +89,16 @@ def test_dwpose_detector_decode_and_boxless_mode(dwpose_dir):
 
 
 def test_dwpose_missing_or_wrong_models_raise_weights_error(tmp_path):
+    # The config refuses them when it is loaded, long before a stage's setup ...
+    with pytest.raises(ValidationError, match="pose.dwpose_dir: required"):
+        PoseConfig(backend="dwpose")
+    with pytest.raises(ValidationError, match="no dw-ll_ucoco_384.onnx in it"):
+        PoseConfig(backend="dwpose", dwpose_dir=str(tmp_path))
+    # ... and the estimator keeps its own checks for a config built without validation.
     with pytest.raises(WeightsError, match="dwpose_dir"):
-        DWPoseEstimator(PoseConfig(backend="dwpose"))
+        DWPoseEstimator(PoseConfig.model_construct(backend="dwpose", dwpose_dir=None))
     with pytest.raises(WeightsError, match="not found"):
-        DWPoseEstimator(PoseConfig(backend="dwpose", dwpose_dir=str(tmp_path)))
+        DWPoseEstimator(PoseConfig.model_construct(backend="dwpose", dwpose_dir=str(tmp_path)))
 
 
 def test_dwpose_backend_keeps_ssl_verification_and_stays_offline(dwpose_dir, monkeypatch):

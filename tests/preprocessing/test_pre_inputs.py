@@ -96,6 +96,17 @@ def test_size_and_length_limits(tmp_path):
     expect_code(short, "too_short")
 
 
+def test_clip_len_longer_than_the_video_is_said_or_rejected(tmp_path):
+    """A 20-frame video with clip_len 24: kept as a 20-frame clip flagged ``short_window`` when
+    min_len allows it, rejected ``too_short`` when not."""
+    video = write_video(tmp_path / "twenty.mp4", np.full((20, 96, 128, 3), 90, np.uint8))
+    tasks = plan_video(str(video), small_cfg(split={"clip_len": 24, "stride": 24, "min_len": 16}), str(tmp_path))
+    assert [(t.num_frames, t.stats["short_window"]) for t in tasks] == [(20, True)]
+    full = plan_video(str(video), small_cfg(split={"clip_len": 10, "stride": 10, "min_len": 8}), str(tmp_path))
+    assert [(t.num_frames, t.stats["short_window"]) for t in full] == [(10, False), (10, False)]
+    expect_code(video, "too_short", small_cfg(split={"clip_len": 24, "stride": 24, "min_len": 24}))
+
+
 def test_plan_never_crosses_a_shot_cut_and_ids_are_content_derived(tmp_path, sample_frames):
     other = read_frames(str(asset_path("pose2sim_cam01.mp4")), 0, 10, (144, 256))
     other = np.pad(other, ((0, 0), (0, 0), (152, 152), (0, 0)))  # same 448x256 canvas, different shot

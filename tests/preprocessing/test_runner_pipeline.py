@@ -209,7 +209,7 @@ def test_runner_missing_input_row_is_replaced_when_the_file_appears(ray_local, t
     assert [(r["kind"], r["status"]) for r in table.to_pylist()] == [("clip", "ok")]
 
 
-def test_runner_settings_change_reruns_only_the_stages_it_affects(ray_local, tmp_path, videos):
+def test_runner_settings_change_reruns_only_the_stages_it_affects(ray_local, tmp_path, videos, capsys):
     calls = tmp_path / "calls"
     calls.mkdir()
     out = tmp_path / "out"
@@ -246,8 +246,15 @@ def test_runner_settings_change_reruns_only_the_stages_it_affects(ray_local, tmp
     assert {p.stem for p in found.clip_states} == {r["clip_id"] for r in rows1 + rows2}
     assert {stage for stage, _ in found.cache_entries} == {"framestats", "lumafilter"}
     kept_before = stable(pq.read_table(layout.manifest_path))
-    assert remove_unreferenced(layout, found) == len(found.lines())
-    assert find_unreferenced(layout).empty
+    from anycharv.cli import main
+
+    assert main(["preprocess", "--gc", "-o", str(out)]) == 0  # lists, removes nothing
+    listed = capsys.readouterr().out
+    assert all(f"clip folder {d}" in listed for d in found.clip_dirs) and "--gc --yes removes them" in listed
+    assert all(d.is_dir() for d in found.clip_dirs)
+    assert main(["preprocess", "--gc", "--yes", "-o", str(out)]) == 0
+    assert f"removed {len(found.lines())} item(s)" in capsys.readouterr().out
+    assert find_unreferenced(layout).empty and remove_unreferenced(layout, find_unreferenced(layout)) == 0
     assert {d.name for d in (out / "clips").iterdir()} == {r["clip_id"] for r in kept_before if r["status"] == "ok"}
     fourth, table4 = run_toys(videos, out, toys.ToyConfig(calls_dir=str(calls), min_luma=0.45, thumb=16))
     assert not fourth.ray_started and stable(table4) == kept_before
