@@ -34,18 +34,6 @@ from bench_env import machine_info  # benchmarks/ is on sys.path when run as a s
 PACKAGES = ["torch", "diffusers", "transformers", "numpy", "av", "ultralytics", "onnxruntime",
             "opencv-python", "opencv-python-headless", "decord"]
 
-SD15_VAE = dict(
-    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-    act_fn="silu", latent_channels=4, norm_num_groups=32, sample_size=512, scaling_factor=0.18215,
-)
-# CLIP ViT-L/14 vision tower of sd-image-variations-diffusers (projection to 768).
-SD15_IMAGE_ENCODER = dict(
-    hidden_size=1024, intermediate_size=4096, projection_dim=768, num_hidden_layers=24, num_attention_heads=16,
-    num_channels=3, image_size=224, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
-)
-
-
 # ----------------------------------------------------------------------------------------- environment
 # ----------------------------------------------------------------------------------------- timing
 class ModuleTimer:
@@ -99,10 +87,7 @@ def peak_rss_gb() -> float:
 # ----------------------------------------------------------------------------------------- networks
 def build_components(arch: str, device, dtype, seed: int = 0) -> dict:
     """Random networks: ``tiny`` (golden-set-A architecture) or ``sd15`` (the released architecture,
-    SD-1.5 widths [320,640,1280,1280], 8 heads, motion modules; SD VAE; CLIP ViT-L/14), built
-    directly on ``device`` so no multi-GB CPU copy is made."""
-    import torch
-
+    ``anycharv.model.sd15``), built directly on ``device`` so no multi-GB CPU copy is made."""
     if arch == "tiny":
         from anycharv.model.tiny import build_tiny_components
 
@@ -110,25 +95,9 @@ def build_components(arch: str, device, dtype, seed: int = 0) -> dict:
         return {k: m.to(device=device, dtype=dtype) for k, m in comps.items()}
     if arch != "sd15":
         raise ValueError(f"unknown arch {arch!r}")
-    from diffusers import AutoencoderKL
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from anycharv.model.sd15 import build_sd15_components
 
-    from anycharv.model import official_configs as oc
-    from anycharv.model.denoising_unet import DenoisingUNet3D
-    from anycharv.model.pose_guider import PoseGuider
-    from anycharv.model.reference_unet import ReferenceUNet2D
-
-    torch.manual_seed(seed)
-    with torch.device(device):
-        comps = {
-            "reference_unet": ReferenceUNet2D(**oc.reference_unet_config(dict(oc.RELEASE_UNET_2D))),
-            "denoising_unet": DenoisingUNet3D(**oc.denoising_unet_config(
-                {**oc.RELEASE_UNET_2D, **oc.RELEASE_MOTION, "in_channels": 9})),
-            "pose_guider": PoseGuider(**oc.pose_guider_config(dict(oc.RELEASE_POSE_GUIDER))),
-            "vae": AutoencoderKL(**SD15_VAE),
-            "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**SD15_IMAGE_ENCODER)),
-        }
-    return {k: m.to(dtype=dtype).eval() for k, m in comps.items()}
+    return build_sd15_components(device, dtype, seed)
 
 
 def count_params(comps: dict) -> dict[str, float]:
@@ -223,7 +192,7 @@ def run_pipeline_case(p: dict) -> dict:
 def run_e2e_case(p: dict) -> dict:
     """The whole ``anycharv infer`` path (tiny preset) on a real sample video, in this process."""
     from anycharv.assets import asset_path
-    from anycharv.flows.inference import infer_video, isnet_segmenter
+    from anycharv.inference.video import infer_video, isnet_segmenter
     from anycharv.model.components import build_pipeline, load_components
     from anycharv.devices import pick_device, pick_dtype
     from anycharv.model.video_writer import write_video

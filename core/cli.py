@@ -5,12 +5,38 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 from anycharv import __version__
 from anycharv.errors import AnyCharVError
 
 COMMAND_MODULES = ["preprocess", "infer", "convert_official", "assets"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: it unwinds like Ctrl-C (Prefect records the run as
+    crashed, Ray shuts down, the output stays resumable) instead of killing the process mid-write."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into ``Terminated`` while a command runs (main thread only), then restore."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,10 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        result = args.func(args)
+        with _sigterm_unwinds():
+            result = args.func(args)
     except AnyCharVError as exc:
         print(f"anycharv {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except Terminated:
+        print(f"anycharv {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"anycharv {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -22,15 +22,15 @@ THUMB_HEIGHT = 128
 
 
 def stage_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per stage: workers, clips in/ok/rejected, results from the stage cache, frames, busy
-    seconds, frames/s."""
+    """One row per stage: workers, clips in/ok/rejected, how many of them came from the stage
+    cache, frames, busy seconds, frames/s."""
     rows = []
     for stage in summary.get("stages", []):
         rows.append({
             "stage": stage["name"], "workers": stage["workers"], "cpus/worker": stage["cpus_per_worker"],
-            "gpus/worker": stage["gpus_per_worker"], "clips in": stage["clips_in"], "ok": stage["clips_ok"],
-            "rejected": stage["clips_rejected"], "from cache": stage.get("clips_cached", 0), "frames": stage["frames"],
-            "busy s": round(stage["busy_s"], 2), "frames/s": round(stage["frames_per_s"], 2),
+            "gpus/worker": stage["gpus_per_worker"], "clips in": stage["tasks_in"], "ok": stage["tasks_ok"],
+            "rejected": stage["tasks_rejected"], "from cache": stage["counters"].get("cached", 0),
+            "frames": stage["units"], "busy s": round(stage["busy_s"], 2), "frames/s": round(stage["units_per_s"], 2),
         })
     rows.append({
         "stage": "end to end", "workers": None, "cpus/worker": None, "gpus/worker": None,

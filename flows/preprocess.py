@@ -23,7 +23,8 @@ from anycharv.flows.artifacts import publish_artifacts, write_summary_file
 from anycharv.atomic import atomic_write_bytes
 from anycharv.preprocessing.finalize import OutputLayout
 from anycharv.preprocessing.manifest import write_manifest
-from anycharv.preprocessing.runner import require_inputs, run_pipeline
+from anycharv.preprocessing.inputs import require_inputs
+from anycharv.preprocessing.runner import run_pipeline
 from anycharv.preprocessing.runtime import PreprocessJob
 
 
@@ -39,7 +40,7 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
 
 
 @task(name="list-inputs", retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_unless_user_error,
-      cache_policy=NONE)
+      cache_policy=NONE, persist_result=False)
 def list_inputs(inputs: list[str]) -> list[str]:
     """Expand globs and folders into absolute file paths (missing ones are kept, to be reported); no
     existing input at all is an error before any work starts."""
@@ -49,14 +50,14 @@ def list_inputs(inputs: list[str]) -> list[str]:
 
 
 @task(name="run-clip-pipeline", retries=1, retry_delay_seconds=5, retry_condition_fn=_retry_unless_user_error,
-      cache_policy=NONE)
+      cache_policy=NONE, persist_result=False)
 def run_clip_pipeline(sources: list[str], output: str, config: PreprocessJob) -> dict[str, Any]:
     """All clip stages on Ray; returns the run's counts and timings."""
     summary = run_pipeline(sources, output, config.stage_config(), config.runtime)
     return summary.to_dict()
 
 
-@task(name="write-manifest", retries=2, retry_delay_seconds=2, cache_policy=NONE)
+@task(name="write-manifest", retries=2, retry_delay_seconds=2, cache_policy=NONE, persist_result=False)
 def write_outputs(summary: dict[str, Any], config: PreprocessJob) -> dict[str, Any]:
     """Manifest (from the state records), the config used, the run summary and ``summary.md``."""
     layout = OutputLayout.create(summary["output"], config.runtime.work_dir)
@@ -77,12 +78,15 @@ def write_outputs(summary: dict[str, Any], config: PreprocessJob) -> dict[str, A
             "reasons": dict(sorted(reasons.items()))}
 
 
-@task(name="publish-artifacts", cache_policy=NONE)
+@task(name="publish-artifacts", cache_policy=NONE, persist_result=False)
 def publish(summary: dict[str, Any], manifest: str) -> dict[str, str]:
     return publish_artifacts(summary, manifest)
 
 
-@flow(name="preprocess", log_prints=True)
+# Results are small dicts handed on in memory; nothing is persisted (the output folder is the
+# record). Prefect still writes a failed flow's exception to its result storage, whatever
+# persist_result says: as JSON (type and message), never as a pickle.
+@flow(name="preprocess", log_prints=True, persist_result=False, result_serializer="json")
 def preprocess(inputs: list[str], output: str, config: PreprocessJob = PreprocessJob()) -> dict[str, Any]:
     """Preprocess videos (paths, globs or folders in ``inputs``) into ``output``: per-clip annotations
     under ``output/clips/<clip_id>/`` and the manifest ``output/manifest/clips.parquet``.

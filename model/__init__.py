@@ -21,6 +21,7 @@ _EXPORTS = {
     "ReferenceAttentionControl": "anycharv.model.reference_attention",
     "load_official_components": "anycharv.model.official",
     "build_tiny_components": "anycharv.model.tiny",
+    "build_sd15_components": "anycharv.model.sd15",
 }
 
 __all__ = sorted(_EXPORTS)

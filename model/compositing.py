@@ -11,29 +11,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from anycharv.boxes import boxes_to_masks
 from anycharv.errors import InputError
 
-__all__ = ["boxes_to_masks", "feather_alpha", "resize_frames", "composite"]
-
-
-def boxes_to_masks(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(F,4) x0,y0,x1,y1 boxes in pixels -> (F,H,W) uint8 masks, 255 on pixels the box covers.
-
-    A pixel (x, y) is inside when its extent [x, x+1) overlaps the box, so fractional box edges
-    round outwards (the region never loses a pixel the box touches). NaN rows give empty masks.
-    """
-    boxes = np.asarray(boxes, dtype=np.float64)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise InputError("boxes", f"expected shape (F,4) as x0,y0,x1,y1, got {boxes.shape}")
-    masks = np.zeros((len(boxes), height, width), dtype=np.uint8)
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        if not np.all(np.isfinite([x0, y0, x1, y1])):
-            continue
-        c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
-        c1, r1 = min(int(np.ceil(x1)), width), min(int(np.ceil(y1)), height)
-        if c1 > c0 and r1 > r0:
-            masks[i, r0:r1, c0:c1] = 255
-    return masks
+__all__ = ["feather_alpha", "resize_frames", "composite"]
 
 
 def feather_alpha(masks: np.ndarray, feather_px: float) -> np.ndarray:

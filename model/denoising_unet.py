@@ -11,21 +11,76 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
-from diffusers.models.modeling_utils import ModelMixin
+from diffusers.configuration_utils import register_to_config
+# DiffusionPipeline.from_pretrained looks ModelMixin up in the component's own module to find
+# its load method, so it must be a name here although UNetSkeleton brings the base class.
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from torch import nn
 
 from anycharv.errors import ConfigError
 from anycharv.model.unet_3d_blocks import DOWN_BLOCKS, UP_BLOCKS, UNetMidBlock3DCrossAttn
-from anycharv.model.unet_common import check_widths, fold_frames, per_block, timestep_batch, unfold_frames
+from anycharv.model.unet_common import UNetSkeleton, down_channel_plan, fold_frames, unfold_frames, up_channel_plan
 
 SUPPORTED_ATTENTION_BLOCK_TYPES = ("Temporal_Self",)
 
 
-class DenoisingUNet3D(ModelMixin, ConfigMixin):
-    _supports_gradient_checkpointing = True
+class DenoisingUNet3D(UNetSkeleton):
+    r"""
+    The AnyCharV denoising UNet: the SD-1.5 UNet inflated to video, with motion modules and pose input.
 
+    Every 2D layer (convs, GroupNorms, spatial transformers) runs per frame; an AnimateDiff motion
+    module after each resnet/transformer pair attends across the frames of the call. The spatial
+    self-attentions also attend to the ReferenceNet's tokens when ``ReferenceAttentionControl`` is
+    installed. Parameter names follow the official checkpoint. Defaults describe the released model.
+
+    Args:
+        in_channels (`int`, *optional*, defaults to 9):
+            Channels of `sample`: noisy latent (4), target-video latent (4), mask (1), in that order.
+        out_channels (`int`, *optional*, defaults to 4): Channels of the prediction (v-prediction latent).
+        down_block_types (`Sequence[str]`, *optional*, defaults to three `"CrossAttnDownBlock3D"` then `"DownBlock3D"`):
+            Block per resolution, one of `"CrossAttnDownBlock3D"`, `"DownBlock3D"`.
+        mid_block_type (`str` or `None`, *optional*, defaults to `"UNetMidBlock3DCrossAttn"`):
+            `"UNetMidBlock3DCrossAttn"`, or `None` for no mid block.
+        up_block_types (`Sequence[str]`, *optional*, defaults to `"UpBlock3D"` then three `"CrossAttnUpBlock3D"`):
+            Block per resolution, one of `"CrossAttnUpBlock3D"`, `"UpBlock3D"`.
+        block_out_channels (`Sequence[int]`, *optional*, defaults to `(320, 640, 1280, 1280)`):
+            Width of each resolution level; every level but the last halves the spatial size.
+        layers_per_block (`int`, *optional*, defaults to 2):
+            Resnet (+ transformer, + motion module) layers per down block; up blocks have one more.
+        downsample_padding (`int`, *optional*, defaults to 1): Padding of the stride-2 downsampling convs.
+        mid_block_scale_factor (`float`, *optional*, defaults to 1.0): Output scale of the mid-block resnets.
+        act_fn (`str`, *optional*, defaults to `"silu"`): Resnet activation.
+        norm_num_groups (`int`, *optional*, defaults to 32): GroupNorm groups; must divide every width.
+        norm_eps (`float`, *optional*, defaults to 1e-5): GroupNorm epsilon.
+        cross_attention_dim (`int`, *optional*, defaults to 768):
+            Width of `encoder_hidden_states` (the projected CLIP image embedding).
+        num_attention_heads (`int` or `Sequence[int]`, *optional*, defaults to 8):
+            Spatial attention heads, for all blocks or one value per down block; must divide the block width.
+        use_linear_projection (`bool`, *optional*, defaults to `False`):
+            Linear instead of 1x1-conv projections around the spatial transformers (SD-2 style).
+        flip_sin_to_cos (`bool`, *optional*, defaults to `True`): Cosine first in the timestep encoding.
+        freq_shift (`int`, *optional*, defaults to 0): Frequency shift of the timestep encoding.
+        use_motion_module (`bool`, *optional*, defaults to `True`):
+            Build motion modules at all (`False`: the image-level stage-1 network).
+        motion_module_resolutions (`Sequence[int]`, *optional*, defaults to `(1, 2, 4, 8)`):
+            Downsampling factors that get motion modules: down block `i` has them when `2**i` is
+            listed, up block `i` when `2**(3 - i)` is (the official indexing, written for 4 levels).
+        motion_module_mid_block (`bool`, *optional*, defaults to `True`): A motion module in the mid block.
+        motion_module_decoder_only (`bool`, *optional*, defaults to `False`): Motion modules only on the up path.
+        motion_num_attention_heads (`int`, *optional*, defaults to 8): Heads of the temporal attentions.
+        motion_num_transformer_block (`int`, *optional*, defaults to 1): Temporal transformer blocks per module.
+        motion_attention_block_types (`Sequence[str]`, *optional*, defaults to `("Temporal_Self", "Temporal_Self")`):
+            Attention layers per temporal block; only `"Temporal_Self"` exists.
+        motion_temporal_position_encoding (`bool`, *optional*, defaults to `True`):
+            Add the sinusoidal frame-position encoding in the temporal attentions.
+        motion_temporal_position_encoding_max_len (`int`, *optional*, defaults to 32):
+            Length of the position table: the most frames one call may have.
+        motion_temporal_attention_dim_div (`int`, *optional*, defaults to 1):
+            Divides the temporal attention's head width (`width // heads // div`).
+    """
+
+    # The keys in SHARED_CONFIG_KEYS are a copy of ReferenceUNet2D.__init__'s: keep names and
+    # defaults in sync (tests/model/test_model_unet_skeleton.py checks).
     @register_to_config
     def __init__(
         self,
@@ -60,13 +115,11 @@ class DenoisingUNet3D(ModelMixin, ConfigMixin):
         motion_temporal_attention_dim_div: int = 1,
     ):
         super().__init__()
-        if len(down_block_types) != len(block_out_channels) or len(up_block_types) != len(block_out_channels):
-            raise ConfigError("down_block_types/up_block_types: need one entry per block_out_channels value")
         for kind in motion_attention_block_types:
             if kind not in SUPPORTED_ATTENTION_BLOCK_TYPES:
                 raise ConfigError(f"motion_attention_block_types: {kind!r} is not supported (only Temporal_Self)")
-        heads = per_block(num_attention_heads, len(block_out_channels), "num_attention_heads")
-        check_widths(block_out_channels, heads, norm_num_groups)
+        heads, temb_dim = self._init_skeleton(in_channels, down_block_types, up_block_types, block_out_channels,
+                                              num_attention_heads, norm_num_groups, flip_sin_to_cos, freq_shift)
         motion_kwargs = dict(
             num_attention_heads=motion_num_attention_heads,
             num_transformer_block=motion_num_transformer_block,
@@ -75,26 +128,17 @@ class DenoisingUNet3D(ModelMixin, ConfigMixin):
             temporal_position_encoding_max_len=motion_temporal_position_encoding_max_len,
             temporal_attention_dim_div=motion_temporal_attention_dim_div,
         )
-        temb_dim = block_out_channels[0] * 4
-        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
-        self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos, freq_shift)
-        self.time_embedding = TimestepEmbedding(block_out_channels[0], temb_dim)
         common = dict(temb_channels=temb_dim, eps=norm_eps, groups=norm_num_groups, act=act_fn,
                       motion_kwargs=motion_kwargs, cross_attention_dim=cross_attention_dim,
                       use_linear_projection=use_linear_projection)
 
-        # Registration order down_blocks, up_blocks, mid_block (as the official class): the
-        # reference-attention pairing walks blocks in this order.
-        self.down_blocks = nn.ModuleList([])
-        self.up_blocks = nn.ModuleList([])
-        output_channel = block_out_channels[0]
-        for i, kind in enumerate(down_block_types):
+        for i, (kind, (cin, cout, add_downsample)) in enumerate(zip(down_block_types,
+                                                                     down_channel_plan(block_out_channels))):
             if kind not in DOWN_BLOCKS:
                 raise ConfigError(f"down_block_types: unknown block {kind!r}")
-            input_channel, output_channel = output_channel, block_out_channels[i]
             self.down_blocks.append(DOWN_BLOCKS[kind](
-                in_channels=input_channel, out_channels=output_channel, num_layers=layers_per_block,
-                add_downsample=i < len(block_out_channels) - 1, downsample_padding=downsample_padding,
+                in_channels=cin, out_channels=cout, num_layers=layers_per_block,
+                add_downsample=add_downsample, downsample_padding=downsample_padding,
                 use_motion=use_motion_module and 2**i in motion_module_resolutions and not motion_module_decoder_only,
                 heads=heads[i], **common,
             ))
@@ -110,20 +154,17 @@ class DenoisingUNet3D(ModelMixin, ConfigMixin):
         else:
             raise ConfigError(f"mid_block_type: unknown block {mid_block_type!r}")
 
-        reversed_channels = list(reversed(block_out_channels))
-        reversed_heads = list(reversed(heads))
-        output_channel = reversed_channels[0]
-        for i, kind in enumerate(up_block_types):
+        up_heads = list(reversed(heads))
+        for i, (kind, (cin, prev, cout, add_upsample)) in enumerate(zip(up_block_types,
+                                                                         up_channel_plan(block_out_channels))):
             if kind not in UP_BLOCKS:
                 raise ConfigError(f"up_block_types: unknown block {kind!r}")
-            prev_output_channel, output_channel = output_channel, reversed_channels[i]
-            input_channel = reversed_channels[min(i + 1, len(block_out_channels) - 1)]
             # the official code indexes up-block resolutions as 2**(3-i) (written for 4 levels)
             self.up_blocks.append(UP_BLOCKS[kind](
-                in_channels=input_channel, prev_output_channel=prev_output_channel, out_channels=output_channel,
-                num_layers=layers_per_block + 1, add_upsample=i < len(block_out_channels) - 1,
+                in_channels=cin, prev_output_channel=prev, out_channels=cout,
+                num_layers=layers_per_block + 1, add_upsample=add_upsample,
                 use_motion=use_motion_module and 2 ** (3 - i) in motion_module_resolutions,
-                heads=reversed_heads[i], **common,
+                heads=up_heads[i], **common,
             ))
 
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
@@ -132,14 +173,24 @@ class DenoisingUNet3D(ModelMixin, ConfigMixin):
 
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
                 pose_cond_fea: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, in, F, h, w) -> (B, out, F, h, w); ``encoder_hidden_states`` (B, tokens, D)."""
-        batch, _, frames, height, width = sample.shape
-        upsamplers = sum(1 for block in self.up_blocks if block.upsamplers is not None)
-        force_size = height % 2**upsamplers != 0 or width % 2**upsamplers != 0
+        r"""
+        Predict the denoising target for one window of frames.
 
-        t = timestep_batch(timestep, batch, sample.device)
-        emb = self.time_embedding(self.time_proj(t).to(dtype=sample.dtype))
-        emb = emb.repeat_interleave(frames, dim=0)
+        Args:
+            sample (`torch.Tensor` of shape `(B, in_channels, F, h, w)`):
+                `[noisy latent | target-video latent | mask]` per frame, at latent size (image size / 8).
+                `F` is at most `motion_temporal_position_encoding_max_len`.
+            timestep (`torch.Tensor`, `int` or `float`): A scalar or one value per batch item, shape `(B,)`.
+            encoder_hidden_states (`torch.Tensor` of shape `(B, tokens, cross_attention_dim)`):
+                Cross-attention context, shared by the frames of an item (one CLIP image token).
+            pose_cond_fea (`torch.Tensor` of shape `(B, block_out_channels[0], F, h, w)`, *optional*):
+                ``PoseGuider`` features, added to the ``conv_in`` output.
+
+        Returns:
+            `torch.Tensor` of shape `(B, out_channels, F, h, w)`: the model prediction (v for AnyCharV).
+        """
+        _, _, frames, height, width = sample.shape
+        emb = self._embed_time(timestep, sample).repeat_interleave(frames, dim=0)
         context = encoder_hidden_states.repeat_interleave(frames, dim=0)
 
         x = self.conv_in(fold_frames(sample))
@@ -152,10 +203,7 @@ class DenoisingUNet3D(ModelMixin, ConfigMixin):
             skips += block_skips
         if self.mid_block is not None:
             x = self.mid_block(x, emb, context, frames)
-        for i, block in enumerate(self.up_blocks):
-            count = len(block.resnets)
-            block_skips, skips = skips[-count:], skips[:-count]
-            size = skips[-1].shape[-2:] if force_size and i < len(self.up_blocks) - 1 else None
+        for block, block_skips, size in self._up_block_inputs(skips, height, width):
             x = block(x, block_skips, emb, context, frames, upsample_size=size)
 
         x = self.conv_out(self.conv_act(self.conv_norm_out(x)))

@@ -99,7 +99,26 @@ def _device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 class AnyCharVPipeline(DiffusionPipeline):
-    """Reference image + target video + pose video + box masks -> video of the reference character."""
+    r"""
+    Reference image + target video + pose video + masks -> the video with the reference character.
+
+    The call works at one size `(H, W)` (multiples of 8) on `F` frames of any length: frames are
+    encoded to latents `(1, 4, F, H/8, W/8)`, denoised in windows of `context_frames` and decoded.
+    The module docstring lists the steps and the parity options.
+
+    Args:
+        vae ([`AutoencoderKL`]): SD VAE (`sd-vae-ft-mse`); encodes reference and target frames, decodes the result.
+        image_encoder ([`CLIPVisionModelWithProjection`]):
+            CLIP vision tower whose projected `image_embeds` `(1, 1, cross_attention_dim)` are both UNets' context.
+        reference_unet ([`ReferenceUNet2D`]): Runs once on the reference latent; its attention inputs
+            become the reference tokens.
+        denoising_unet ([`DenoisingUNet3D`]): The 9-channel video UNet that predicts v per window.
+        pose_guider ([`PoseGuider`]): Pose renders `(F, H, W, 3)` to features added after `conv_in`.
+        scheduler ([`DDIMScheduler`]): v-prediction, zero-terminal-SNR DDIM (`make_scheduler()`).
+        feature_extractor ([`CLIPImageProcessor`]): Resizes and normalises the reference for the image encoder.
+        parity (`bool`, *optional*, defaults to `False`):
+            Default of every call's `parity`: reproduce the official implementation's quirks.
+    """
 
     model_cpu_offload_seq = "image_encoder->reference_unet->pose_guider->denoising_unet->vae"
     _callback_tensor_inputs = ["latents", "noise_pred"]
@@ -226,14 +245,44 @@ class AnyCharVPipeline(DiffusionPipeline):
         reference_bank_dtype: str | None = None,
         latent_scale: str | None = None,
     ):
-        """Generate the video. Frames: lists of PIL images (RGB; masks 'L'/'1') or uint8 arrays
-        (F,H,W,3) / (F,H,W); all three sequences must have the same length. ``height``/``width``
-        default to the target frames' size and must be multiples of 8. ``parity``/``mode`` choose the
-        official-quirks preset; the last six arguments override single options (see module doc).
-        ``context_stride`` (dilated windows) only applies to the official schedule. ``encode_chunk_size``
-        / ``decode_chunk_size`` bound how many frames the VAE and pose guider see at once.
-        ``callback_on_step_end(pipe, step, timestep, tensors)`` may return a dict whose ``latents``
-        replaces the current latents. Returns ``AnyCharVPipelineOutput`` (or a 1-tuple).
+        r"""
+        Generate the video.
+
+        Args:
+            reference_image (`PIL.Image.Image` or `np.ndarray` of shape `(h, w, 3)` uint8):
+                The character to insert, any size (it is resized to `(H, W)` for the VAE).
+            target_frames (list of `PIL.Image.Image` or `np.ndarray` of shape `(F, h, w, 3)` uint8):
+                The target video; its latent is the UNet's channels 4-7.
+            pose_frames (list of `PIL.Image.Image` or `np.ndarray` of shape `(F, h, w, 3)` uint8):
+                Pose renders of the person to replace.
+            masks (list of `PIL.Image.Image` (`"L"`/`"1"`) or `np.ndarray` of shape `(F, h, w)` uint8 or bool):
+                Where the character goes (non-zero), resized to latent size per `mask_resize`.
+            height (`int`, *optional*), width (`int`, *optional*):
+                Output size `(H, W)`, multiples of 8; default: the target frames' size.
+            num_inference_steps (`int`, *optional*, defaults to 30): DDIM steps.
+            guidance_scale (`float`, *optional*, defaults to 3.0):
+                Classifier-free guidance; at 1.0 or below the unconditional half is skipped.
+            eta (`float`, *optional*, defaults to 0.0): DDIM eta (`> 0` draws noise from `generator`).
+            generator (`torch.Generator`, *optional*): Source of the initial noise.
+            latents (`torch.Tensor` of shape `(1, 4, F, H/8, W/8)`, *optional*): Initial noise instead of drawing it.
+            context_frames (`int`, *optional*, defaults to 24), context_overlap (`int`, *optional*, defaults to 6):
+                Window length and overlap of the temporal windows.
+            context_stride (`int`, *optional*, defaults to 1): Dilated windows; official schedule only.
+            encode_chunk_size (`int`, *optional*, defaults to 8), decode_chunk_size (`int`, *optional*, defaults to 8):
+                Most frames the VAE and the pose guider see at once (memory bound, same result).
+            output_type (`str`, *optional*, defaults to `"np"`):
+                `"np"`, `"uint8"`, `"pt"`, `"pil"` or `"latent"` (see [`AnyCharVPipelineOutput`]).
+            return_dict (`bool`, *optional*, defaults to `True`): Return the output class, else a 1-tuple.
+            callback_on_step_end (`Callable`, [`PipelineCallback`] or [`MultiPipelineCallbacks`], *optional*):
+                Called as `callback(pipe, step, timestep, tensors)`; a returned dict's `latents` replaces them.
+            callback_on_step_end_tensor_inputs (`list[str]`, *optional*): Which of `latents`, `noise_pred` to pass.
+            parity (`bool`, *optional*), mode (`str`, *optional*):
+                The official-quirks preset (`mode="parity"` or `"default"`); default: the pipeline's `parity`.
+            context_schedule, window_average, mask_resize, uint8_conversion, reference_bank_dtype, latent_scale
+                (`str`, *optional*): Override one option of the default mode (see the module docstring).
+
+        Returns:
+            [`AnyCharVPipelineOutput`] (or a 1-tuple): `frames` of `F` frames at `(H, W)`, e.g. `(1, F, H, W, 3)`.
         """
         from anycharv.model.reference_attention import ReferenceAttentionControl
 

@@ -19,6 +19,21 @@ from anycharv.model.unet_common import fold_frames, unfold_frames
 
 
 class PoseGuider(ModelMixin, ConfigMixin):
+    r"""
+    Pose guider: rendered pose images to features the denoising UNet adds to its ``conv_in`` output.
+
+    Runs per frame (frames folded into the batch), so any number of frames and chunked calls give the
+    same result. ``conv_out`` starts at zero, so a new guider leaves the UNet's output unchanged.
+
+    Args:
+        conditioning_embedding_channels (`int`, *optional*, defaults to 320):
+            Output channels; must equal the denoising UNet's `block_out_channels[0]`.
+        conditioning_channels (`int`, *optional*, defaults to 3): Channels of the pose render (RGB).
+        block_out_channels (`Sequence[int]`, *optional*, defaults to `(16, 32, 96, 256)`):
+            Widths of the conv stages; each step between two widths halves the size, so four widths
+            give the VAE's factor 8.
+    """
+
     @register_to_config
     def __init__(
         self,
@@ -38,7 +53,15 @@ class PoseGuider(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, pose: torch.Tensor) -> torch.Tensor:
-        """(B, 3, F, H, W) in [0, 1] -> (B, C, F, H/8, W/8); a 4D (B, 3, H, W) input stays 4D."""
+        r"""
+        Args:
+            pose (`torch.Tensor` of shape `(B, conditioning_channels, F, H, W)` or `(B, conditioning_channels, H, W)`):
+                Pose renders with values in [0, 1], at image size (H and W multiples of 8).
+
+        Returns:
+            `torch.Tensor` of shape `(B, conditioning_embedding_channels, F, H / 8, W / 8)` (4D for a 4D
+            input): the factor is `2 ** (len(block_out_channels) - 1)`, 8 for four widths.
+        """
         frames = pose.shape[2] if pose.ndim == 5 else None
         x = fold_frames(pose) if frames is not None else pose
         x = F.silu(self.conv_in(x))

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from anycharv.atomic import TMP_PREFIX, atomic_write_json
-from anycharv.preprocessing.records import OK, ClipTask
+from anycharv.executor.task import OK
+from anycharv.preprocessing.records import ClipTask
 
 DONE_NAME = "_done.json"
 TRASH_PREFIX = ".trash-"

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from anycharv.atomic import atomic_write_bytes
 from anycharv.preprocessing.finalize import OutputLayout, load_records
-from anycharv.preprocessing.records import REJECTED
+from anycharv.executor.task import REJECTED
 
 FIXED_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("clip_id", pa.string()),

@@ -10,30 +10,22 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from anycharv.config import StrictModel
+from anycharv.executor.config import ExecutorConfig
 from anycharv.preprocessing.config import PreprocessConfig
 from anycharv.preprocessing.keys import content_hash
 
 DEVICE_SECTIONS = ("detect", "mask", "pose")
 
 
-class RuntimeConfig(StrictModel):
-    """Execution settings; none of them is part of the config hash."""
+class RuntimeConfig(ExecutorConfig):
+    """Execution settings (the executor's, plus the preprocessing driver's); none of them is part
+    of any key."""
 
-    ray_address: str | None = Field(
-        None, description="Ray cluster to join ('auto', 'ray://host:10001'); empty: RAY_ADDRESS or a new local cluster")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of a new local cluster (empty: all)")
-    num_gpus: int | None = Field(None, ge=0, description="GPUs of a new local cluster (empty: all)")
-    num_workers: int = Field(1, ge=1, description="actors per clip stage")
-    stage_workers: dict[str, int] = Field(default_factory=dict, description="actors per stage by name, e.g. {detect: 2}")
-    batch_size: int | None = Field(None, ge=1, description="clips per stage call for every stage (empty: each stage's own)")
-    threads_per_worker: int | None = Field(None, ge=1, description="torch/OpenMP threads per actor (empty: its CPU share)")
     max_plan_tasks: int | None = Field(None, ge=1, description="input videos probed at once (empty: cluster CPUs)")
     work_dir: str | None = Field(None, description="scratch folder for unfinished clips (empty: OUTPUT/.work)")
     resume: bool = Field(True, description="skip inputs and clips a previous run finished")
     device: str = Field("auto", description="device for stages whose own device is 'auto' (cpu, cuda:N, ...)")
     progress: bool = Field(True, description="show a progress bar on a terminal")
-    warm_start: bool = Field(False, description="load every stage's models before the first clip (cleaner timings)")
 
 
 class PreprocessJob(PreprocessConfig):

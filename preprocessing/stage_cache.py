@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from anycharv.atomic import TMP_PREFIX, atomic_write_json
+from anycharv.executor.stage import Stage
+from anycharv.executor.task import RETRY_REASONS
+from anycharv.executor.worker import setup_error
 from anycharv.preprocessing.records import ClipTask
 
 ENTRY_NAME = "entry.json"
@@ -103,3 +106,47 @@ class StageCache:
 
     def remove(self, stage: str, key: str) -> None:
         shutil.rmtree(self.entry_dir(stage, key), ignore_errors=True)
+
+
+class CachedStage(Stage):
+    """``inner`` with its results kept in, and served from, the stage cache at ``root``. Clips carry
+    their keys (``ClipTask.stage_keys``); a clip without a key for this stage always runs. The
+    wrapped stage is set up on the first miss (at worker start with ``eager_setup``, for timings
+    without model loading); the number of hits is the counter ``cached``."""
+
+    def __init__(self, inner: Stage, root: str | os.PathLike, eager_setup: bool = False):
+        super().__init__()
+        self.inner, self.root, self.eager_setup = inner, str(root), eager_setup
+        self.name, self.resources, self.batch_size = inner.name, inner.resources, inner.batch_size
+        self.requires, self.produces, self.depends_on = inner.requires, inner.produces, inner.depends_on
+
+    def setup(self) -> None:
+        if self.eager_setup:
+            self.inner.ensure_setup()
+
+    def teardown(self) -> None:
+        self.inner.teardown()
+
+    def process_batch(self, tasks: list[ClipTask]) -> list[ClipTask]:
+        cache = StageCache(self.root)
+        misses = [t for t in tasks if t.ok and not (t.stage_keys.get(self.name) and
+                                                    cache.apply(self.name, t.stage_keys[self.name], t))]
+        hits = sum(t.ok for t in tasks) - len(misses)
+        if hits:
+            self.counters["cached"] = self.counters.get("cached", 0) + hits
+        if not misses:
+            return tasks
+        try:
+            self.inner.ensure_setup()
+        except Exception as exc:
+            raise setup_error(self.inner, exc) from exc
+        before = {t.clip_id: ClipTask.from_dict(t.to_dict()) for t in misses}
+        try:
+            done = {t.clip_id: t for t in self.inner.process_batch(misses)}
+        except Exception as exc:  # a bug that escaped the batch: only the clips that ran are rejected
+            done = {t.clip_id: t.reject("stage_error", f"{self.name}: {type(exc).__name__}: {exc}") for t in misses}
+        for clip_id, task in done.items():
+            key = task.stage_keys.get(self.name)
+            if key and task.reason not in RETRY_REASONS:
+                cache.store(self.name, key, before[clip_id], task)
+        return [done.get(t.clip_id, t) for t in tasks]

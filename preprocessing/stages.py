@@ -19,7 +19,7 @@ from anycharv.preprocessing import annotations as ann
 from anycharv.preprocessing.config import PreprocessConfig
 from anycharv.preprocessing.filter import check_clip, check_people
 from anycharv.preprocessing.records import ClipTask
-from anycharv.preprocessing.stage import Stage, StageResources
+from anycharv.executor.stage import Stage, StageResources
 from anycharv.preprocessing.video_io import read_frames
 
 

@@ -48,13 +48,18 @@ def reference_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A real local Ray cluster with 2 CPUs, shared by the session's tests."""
+    """A real local Ray cluster with 2 CPUs, shared by the session's tests; like the runs' own, it
+    listens on loopback only and its files are removed afterwards."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    from anycharv.ray_session import start_local_cluster, stop_local_cluster
+
+    temp_root = None if ray.is_initialized() else start_local_cluster(num_cpus=2, log_to_driver=False)
     yield ray
-    ray.shutdown()
+    if temp_root is None:
+        ray.shutdown()
+    else:
+        stop_local_cluster(temp_root)
 
 
 @pytest.fixture(scope="session")

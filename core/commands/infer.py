@@ -4,7 +4,7 @@ Steps: prepare the target video (track people, box masks, pose renders at the mo
 character out of the reference photo and place it on the model canvas, run the pipeline, paste the
 generated person back into the source frames (only its box changes), write an mp4 at the source fps.
 
-The Python API behind the command is ``anycharv.flows.inference.infer_video`` (per-video work) and
+The Python API behind the command is ``anycharv.inference.video.infer_video`` (per-video work) and
 ``anycharv.model.components`` (loading the networks); this module only handles the command line.
 """
 
@@ -76,7 +76,7 @@ def _err(message: str) -> None:
 
 def _list_people(args, cfg) -> int:
     from anycharv.preprocessing.detect_track import PersonTracker, choose_main_track
-    from anycharv.preprocessing.target_prep import read_target_frames, track_people
+    from anycharv.inference.target_prep import read_target_frames, track_people
 
     frames, _ = read_target_frames(args.video, args.start, args.max_frames)
     tracks = track_people(frames, PersonTracker(cfg.detect))
@@ -128,7 +128,7 @@ def run(args) -> int:
         raise InputError("--weights", "give --weights DIR_OR_HUB_ID, or --preset tiny for random tiny weights")
 
     from anycharv.devices import pick_device, pick_dtype
-    from anycharv.flows.inference import infer_video, isnet_segmenter, save_inputs
+    from anycharv.inference.video import infer_video, isnet_segmenter, save_inputs
     from anycharv.model.components import build_pipeline, load_components
     from anycharv.model.reference_prep import load_image
     from anycharv.model.video_writer import write_video
@@ -140,7 +140,7 @@ def run(args) -> int:
         _err(RANDOM_WEIGHTS_WARNING)
     size = args.size or DEFAULT_SIZE["tiny" if args.preset == "tiny" else "weights"]
 
-    from anycharv.preprocessing.target_prep import model_size, prepare_target
+    from anycharv.inference.target_prep import model_size, prepare_target
 
     # The target first: a video without people or a wrong --person fails before the networks load.
     t0 = time.perf_counter()

@@ -39,12 +39,20 @@ def register(subparsers) -> None:
 
 
 def _prefect_defaults() -> None:
-    """Let Prefect run the flow against a temporary local API when no server is configured, and give
-    that API time to start on a slow machine (the first start creates its database)."""
-    if not os.environ.get("PREFECT_API_URL"):
-        os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    """Without a configured Prefect API (environment, profile, or an active test harness), start a
+    temporary local one for this run in its own session, so that Ctrl-C or SIGTERM stops the run
+    while the API it reports to stays up (``anycharv.prefect_local``). The first start creates the
+    database under PREFECT_HOME: allow it time on a slow machine."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return
+    from anycharv.prefect_local import use_temporary_api
+
+    use_temporary_api(float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 180))
 
 
 def load_job(config: str | None, overrides: list[str], ray_address: str | None = None):
@@ -88,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--input", "required (a video file, folder or glob)")
     job = load_job(args.config, list(args.overrides), args.ray_address)
     output = check_output_dir(args.output, "--output")  # before Prefect or Ray start
-    from anycharv.preprocessing.runner import require_inputs
+    from anycharv.preprocessing.inputs import require_inputs
 
     require_inputs(args.input)
     _prefect_defaults()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from anycharv.boxes import boxes_to_masks
 from anycharv.errors import InputError
-from anycharv.model.compositing import boxes_to_masks, composite, feather_alpha
+from anycharv.model.compositing import composite, feather_alpha
 
 
 def _frames(rng, n, h, w):
@@ -29,13 +30,6 @@ def test_outside_box_is_bit_identical_and_deep_inside_is_generated():
     ring = inside & ~core
     ring[1:] = False
     assert np.any((out[ring] != original[ring]) & (out[ring] != generated[ring]))
-
-
-def test_fractional_box_edges_round_outwards():
-    masks = boxes_to_masks(np.array([[2.5, 1.2, 5.01, 3.0]]), 8, 8)
-    rows, cols = np.nonzero(masks[0])
-    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (1, 2, 2, 5)
-    assert np.all(masks[0][masks[0] > 0] == 255)
 
 
 def test_feather_alpha_ramps_inward_and_is_zero_outside():

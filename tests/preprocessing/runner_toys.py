@@ -19,7 +19,7 @@ import numpy as np
 from anycharv.config import StrictModel, config_hash
 from anycharv.errors import InputError
 from anycharv.preprocessing.records import ClipTask
-from anycharv.preprocessing.stage import Stage, StageResources
+from anycharv.executor.stage import Stage, StageResources
 
 
 class ToyConfig(StrictModel):

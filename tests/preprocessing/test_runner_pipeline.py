@@ -1,5 +1,6 @@
-"""The Ray runner on the real sample videos with small real stages (runner_toys.py): outputs,
-manifest types, idempotent reruns, streaming, and per-item failures."""
+"""The preprocessing driver on the real sample videos with small real stages (runner_toys.py), on
+every executor backend: outputs, manifest types, idempotent reruns, the stage cache, streaming, and
+per-item failures."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ import pytest
 from anycharv.assets import asset_path
 from anycharv.preprocessing.finalize import DONE_NAME, OutputLayout
 from anycharv.preprocessing.manifest import FIXED_COLUMNS, timing_columns, write_manifest
-from anycharv.preprocessing.runner import PipelineError, fit_resources, run_pipeline
+from anycharv.executor import BACKENDS, PipelineError
+from anycharv.preprocessing.runner import run_pipeline
 from anycharv.preprocessing.runtime import RuntimeConfig
-from anycharv.preprocessing.stage import Stage, StageResources
+
+RAY_BACKENDS = [b for b in BACKENDS if b != "local"]
 
 
 def _load_toys():
@@ -58,10 +61,32 @@ def videos():
     return [str(asset_path("sports2d_demo.mp4")), str(asset_path("pose2sim_cam01.mp4"))]
 
 
-def run_toys(sources, out, cfg, stages=None, **runtime):
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture(params=RAY_BACKENDS)
+def ray_backend(request):
+    """The Ray backends only: with ``local`` a dying worker is the test process itself."""
+    return request.param
+
+
+@pytest.fixture
+def run(backend):
+    """``run_toys`` on the backend under test."""
+    return lambda *args, **kwargs: run_toys(*args, executor=backend, **kwargs)
+
+
+@pytest.fixture
+def run_on_ray(ray_backend):
+    return lambda *args, **kwargs: run_toys(*args, executor=ray_backend, **kwargs)
+
+
+def run_toys(sources, out, cfg, stages=None, executor="ray-actors", **runtime):
     stages = toys.toy_stages(cfg) if stages is None else stages
-    summary = run_pipeline(sources, out, cfg, RuntimeConfig(progress=False, **runtime), stages=stages,
-                           plan_fn=toys.toy_plan, digest_fn=toys.toy_digest)
+    summary = run_pipeline(sources, out, cfg, RuntimeConfig(progress=False, executor=executor, **runtime),
+                           stages=stages, plan_fn=toys.toy_plan, digest_fn=toys.toy_digest)
     manifest = write_manifest(OutputLayout.create(out), summary.config_hash)
     return summary, pq.read_table(manifest)
 
@@ -70,7 +95,7 @@ def stable(table: pa.Table) -> list[dict]:
     return table.drop_columns(timing_columns(table.column_names)).to_pylist()
 
 
-def test_runner_outputs_manifest_and_bad_inputs(ray_local, tmp_path, videos):
+def test_runner_outputs_manifest_and_bad_inputs(ray_local, run, tmp_path, videos):
     calls = tmp_path / "calls"
     calls.mkdir()
     cfg = toys.ToyConfig(calls_dir=str(calls))
@@ -79,7 +104,7 @@ def test_runner_outputs_manifest_and_bad_inputs(ray_local, tmp_path, videos):
     text.write_text("not a video")
     short = write_tiny_video(tmp_path / "short.mp4", frames=3)
     out = tmp_path / "out"
-    summary, table = run_toys([videos[0], missing, str(text), videos[1], str(short)], out, cfg)
+    summary, table = run([videos[0], missing, str(text), videos[1], str(short)], out, cfg)
 
     rows = table.to_pylist()
     clips = [r for r in rows if r["kind"] == "clip"]
@@ -122,29 +147,29 @@ def test_runner_outputs_manifest_and_bad_inputs(ray_local, tmp_path, videos):
     assert counts == {"ok": 6, "rejected": 3}
 
 
-def test_runner_rerun_does_no_stage_work(ray_local, tmp_path, videos):
+def test_runner_rerun_does_no_stage_work(ray_local, run, tmp_path, videos):
     calls = tmp_path / "calls"
     calls.mkdir()
     cfg = toys.ToyConfig(calls_dir=str(calls))
     out = tmp_path / "out"
-    first, table1 = run_toys(videos, out, cfg)
+    first, table1 = run(videos, out, cfg)
     before = toys.read_calls(calls)
     assert sum(c["kind"] == "process" for c in before) >= 2 and first.clips_processed == 6
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "clips").rglob("*") if p.is_file()}
 
-    second, table2 = run_toys(videos, out, cfg)
+    second, table2 = run(videos, out, cfg)
     assert toys.read_calls(calls) == before  # no setup, no process call
     assert second.clips_skipped == 6 and second.clips_processed == 0 and second.inputs_cached == 2
-    assert not second.ray_started and first.ray_started  # everything was found done on disk
+    assert not second.ray_started and first.ray_started == (first.executor != "local")  # all found done on disk
     assert {p: p.stat().st_mtime_ns for p in (out / "clips").rglob("*") if p.is_file()} == mtimes
     assert table2.equals(table1)
 
 
-def test_runner_streams_clips_between_stages(ray_local, tmp_path, videos):
+def test_runner_streams_clips_between_stages(ray_local, run_on_ray, tmp_path, videos):
     calls = tmp_path / "calls"
     calls.mkdir()
     cfg = toys.ToyConfig(calls_dir=str(calls), max_clips=4)
-    run_toys(videos, tmp_path / "out", cfg)
+    run_on_ray(videos, tmp_path / "out", cfg)
     process = [c for c in toys.read_calls(calls) if c["kind"] == "process"]
     first_filter = min(c["t"] for c in process if c["stage"] == "lumafilter")
     last_stats = max(c["t"] for c in process if c["stage"] == "framestats")
@@ -154,11 +179,11 @@ def test_runner_streams_clips_between_stages(ray_local, tmp_path, videos):
     assert sorted(len(c["clips"]) for c in process if c["stage"] == "framestats") == [2, 2, 2, 2]
 
 
-def test_runner_records_item_failures_and_retries_them(ray_local, tmp_path, videos):
+def test_runner_records_item_failures_and_retries_them(ray_local, run, tmp_path, videos):
     cfg = toys.ToyConfig(min_luma=0.0)
     out = tmp_path / "out"
     stages = [toys.FrameStatsStage(cfg), toys.FailingBatchStage(bad_starts=(6,))]
-    summary, table = run_toys(videos, out, cfg, stages=stages)
+    summary, table = run(videos, out, cfg, stages=stages)
     by_start = {}
     for row in table.to_pylist():
         by_start.setdefault(row["start_frame"], []).append(row)
@@ -175,41 +200,41 @@ def test_runner_records_item_failures_and_retries_them(ray_local, tmp_path, vide
     calls.mkdir()
     cfg2 = toys.ToyConfig(min_luma=0.0, calls_dir=str(calls))
     fixed = [toys.FrameStatsStage(cfg2), toys.FailingBatchStage(bad_starts=(), bad_clip_start=None)]
-    summary2, table2 = run_toys(videos, out, cfg, stages=fixed)
-    assert not [c for c in toys.read_calls(calls) if c["kind"] == "process"]
+    summary2, table2 = run(videos, out, cfg, stages=fixed)
+    assert toys.read_calls(calls) == []  # framestats: no process call, and its setup() never ran
     framestats, flaky = summary2.stages
-    assert (framestats.clips_in, framestats.clips_cached) == (0, 4) and flaky.clips_in == 4
+    assert framestats.counters == {"cached": 4} and flaky.tasks_in == 4
     assert summary2.clips_skipped == 2 and all(r["status"] == "ok" for r in table2.to_pylist())
 
 
-def test_runner_replaces_dead_workers(ray_local, tmp_path, videos):
+def test_runner_replaces_dead_workers(ray_local, run_on_ray, tmp_path, videos):
     cfg = toys.ToyConfig()
-    summary, table = run_toys(videos, tmp_path / "out", cfg, stages=[toys.DyingStage(die_start=6)])
+    summary, table = run_on_ray(videos, tmp_path / "out", cfg, stages=[toys.DyingStage(die_start=6)])
     rows = table.to_pylist()
     dead = [r for r in rows if r["start_frame"] == 6]
     assert len(dead) == 2 and all(r["reason"] == "worker_error" for r in dead)
     assert all(r["status"] == "ok" for r in rows if r["start_frame"] != 6)
 
 
-def test_runner_setup_failure_stops_without_records(ray_local, tmp_path, videos):
+def test_runner_setup_failure_stops_without_records(ray_local, run, tmp_path, videos):
     out = tmp_path / "out"
     with pytest.raises(PipelineError, match="broken: setup failed: .*weights /nowhere/model.onnx are missing"):
-        run_toys(videos[:1], out, toys.ToyConfig(), stages=[toys.BrokenSetupStage()])
+        run(videos[:1], out, toys.ToyConfig(), stages=[toys.BrokenSetupStage()])
     assert not list((out / ".state" / "clips").iterdir()) and not list((out / "clips").iterdir())
 
 
-def test_runner_missing_input_row_is_replaced_when_the_file_appears(ray_local, tmp_path, videos):
+def test_runner_missing_input_row_is_replaced_when_the_file_appears(ray_local, run, tmp_path, videos):
     cfg = toys.ToyConfig(max_clips=1)
     late = tmp_path / "late.mp4"
     out = tmp_path / "out"
-    _, table = run_toys([str(late)], out, cfg)
+    _, table = run([str(late)], out, cfg)
     assert [(r["kind"], r["reason"]) for r in table.to_pylist()] == [("input", "not_found")]
     shutil.copy(videos[1], late)
-    _, table = run_toys([str(late)], out, cfg)
+    _, table = run([str(late)], out, cfg)
     assert [(r["kind"], r["status"]) for r in table.to_pylist()] == [("clip", "ok")]
 
 
-def test_runner_settings_change_reruns_only_the_stages_it_affects(ray_local, tmp_path, videos, capsys):
+def test_runner_settings_change_reruns_only_the_stages_it_affects(ray_local, run, tmp_path, videos, capsys):
     calls = tmp_path / "calls"
     calls.mkdir()
     out = tmp_path / "out"
@@ -217,13 +242,14 @@ def test_runner_settings_change_reruns_only_the_stages_it_affects(ray_local, tmp
     def processed(stage):
         return [cid for c in toys.read_calls(calls) if c["kind"] == "process" and c["stage"] == stage for cid in c["clips"]]
 
-    first, table1 = run_toys(videos, out, toys.ToyConfig(calls_dir=str(calls)))
+    first, table1 = run(videos, out, toys.ToyConfig(calls_dir=str(calls)))
     assert len(processed("framestats")) == 6 and len(processed("lumafilter")) == 6
     # A filter-only change: new clip ids, frame statistics come from the stage cache, only the filter runs.
-    second, table2 = run_toys(videos, out, toys.ToyConfig(calls_dir=str(calls), min_luma=0.45))
+    second, table2 = run(videos, out, toys.ToyConfig(calls_dir=str(calls), min_luma=0.45))
     assert len(processed("framestats")) == 6 and len(processed("lumafilter")) == 12
-    assert (second.stages[0].clips_in, second.stages[0].clips_cached, second.stages[1].clips_in) == (0, 6, 6)
-    assert second.stages[0].setup_s == 0 and second.stages[0].workers == 0  # its actors never started
+    assert second.stages[0].counters == {"cached": 6} and second.stages[1].counters == {}
+    setups = [c["stage"] for c in toys.read_calls(calls) if c["kind"] == "setup"]
+    assert setups.count("framestats") == 1  # the first run's: the second never loaded its models
     rows1, rows2 = stable(table1), stable(table2)
     assert {r["clip_id"] for r in rows1}.isdisjoint(r["clip_id"] for r in rows2)
     assert [r["stat_mean_luma"] for r in rows1] == [r["stat_mean_luma"] for r in rows2]
@@ -232,9 +258,9 @@ def test_runner_settings_change_reruns_only_the_stages_it_affects(ray_local, tmp
         if row["status"] == "ok":
             assert np.load(out / row["ann_frame_stats"]).shape == (6, 2)
     # A change of the first stage's settings reruns it and everything that reads its output.
-    third, _ = run_toys(videos, out, toys.ToyConfig(calls_dir=str(calls), min_luma=0.45, thumb=16))
+    third, _ = run(videos, out, toys.ToyConfig(calls_dir=str(calls), min_luma=0.45, thumb=16))
     assert len(processed("framestats")) == 12 and len(processed("lumafilter")) == 18
-    assert third.stages[0].clips_cached == 0
+    assert third.stages[0].counters == {}
 
     # The first two configs' clips are no longer referenced by the manifest: listed, removed on request.
     from anycharv.preprocessing.cleanup import find_unreferenced, remove_unreferenced
@@ -256,16 +282,16 @@ def test_runner_settings_change_reruns_only_the_stages_it_affects(ray_local, tmp
     assert f"removed {len(found.lines())} item(s)" in capsys.readouterr().out
     assert find_unreferenced(layout).empty and remove_unreferenced(layout, find_unreferenced(layout)) == 0
     assert {d.name for d in (out / "clips").iterdir()} == {r["clip_id"] for r in kept_before if r["status"] == "ok"}
-    fourth, table4 = run_toys(videos, out, toys.ToyConfig(calls_dir=str(calls), min_luma=0.45, thumb=16))
+    fourth, table4 = run(videos, out, toys.ToyConfig(calls_dir=str(calls), min_luma=0.45, thumb=16))
     assert not fourth.ray_started and stable(table4) == kept_before
 
 
-def test_runner_byte_identical_inputs_are_planned_once_under_one_name(ray_local, tmp_path, videos):
+def test_runner_byte_identical_inputs_are_planned_once_under_one_name(ray_local, run, tmp_path, videos):
     shutil.copy(videos[1], tmp_path / "a.mp4")
     shutil.copy(videos[1], tmp_path / "b.mp4")
     out = tmp_path / "out"
     cfg = toys.ToyConfig(max_clips=2)
-    summary, table = run_toys([str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")], out, cfg)
+    summary, table = run([str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")], out, cfg)
     assert summary.inputs_duplicate == 1 and len(summary.duplicates) == 1
     (skipped, kept), = summary.duplicates.items()
     assert {Path(skipped).name, Path(kept).name} == {"a.mp4", "b.mp4"}
@@ -273,8 +299,11 @@ def test_runner_byte_identical_inputs_are_planned_once_under_one_name(ray_local,
     assert len(rows) == 2 and {r["source"] for r in rows} == {kept}
     records = [json.loads(p.read_text()) for p in (out / ".state" / "inputs").glob("*.json")]
     assert [r["source"] for r in records] == [kept]  # the input record names the same file as the rows
-    again, table2 = run_toys([str(tmp_path / "b.mp4"), str(tmp_path / "a.mp4")], out, cfg)
+    again, table2 = run([str(tmp_path / "b.mp4"), str(tmp_path / "a.mp4")], out, cfg)
     assert again.duplicates == summary.duplicates and stable(table2) == stable(table)
+
+
+from anycharv.executor.stage import Stage, StageResources  # noqa: E402
 
 
 class _Res(Stage):
@@ -284,6 +313,8 @@ class _Res(Stage):
 
 
 def test_runner_fits_actor_reservations_into_the_cluster():
+    from anycharv.executor.resources import fit_resources
+
     stages = [_Res("decode", 1), _Res("detect", 1, 0.5), _Res("mask", 2, 1.0)]
     # Enough room: requests are kept as declared.
     assert fit_resources(stages, RuntimeConfig(), {"CPU": 8, "GPU": 2}) == [(1, 1.0, 0.0), (1, 1.0, 0.5), (1, 2.0, 1.0)]

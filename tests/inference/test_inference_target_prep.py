@@ -7,7 +7,7 @@ import pytest
 
 from anycharv.assets import asset_path
 from anycharv.errors import InputError
-from anycharv.preprocessing.target_prep import fill_box_gaps, model_size, pad_boxes, prepare_target
+from anycharv.inference.target_prep import fill_box_gaps, model_size, pad_boxes, prepare_target
 
 VIDEO = "pose2sim_cam01.mp4"  # 1080x1920, 60 fps; person 1 in the middle, person 2 cut by the left edge
 
@@ -70,7 +70,7 @@ def test_choose_person_and_inputs(tracker):
         drawn = t.poses.max(axis=3) > 0
         assert drawn.any()
         near_box = pad_boxes(t.boxes, 0.15, 1080, 1920) * (64 / 1080)
-        from anycharv.model.compositing import boxes_to_masks
+        from anycharv.boxes import boxes_to_masks
 
         assert (drawn & (boxes_to_masks(near_box, 112, 64) == 0)).sum() <= 0.02 * drawn.sum()
     with pytest.raises(InputError) as err:
@@ -79,7 +79,7 @@ def test_choose_person_and_inputs(tracker):
 
 
 def test_reference_segmented_with_isnet_keeps_aspect():
-    from anycharv.flows.inference import isnet_segmenter
+    from anycharv.inference.video import isnet_segmenter
     from anycharv.model.reference_prep import load_image, prepare_reference
 
     seg = isnet_segmenter()

@@ -13,7 +13,7 @@ import pytest
 
 from anycharv.assets import asset_path
 from anycharv.cli import main
-from anycharv.model.compositing import boxes_to_masks
+from anycharv.boxes import boxes_to_masks
 from anycharv.model.video_writer import write_video
 
 VIDEO_60FPS = "pose2sim_cam01.mp4"  # 1080x1920 portrait, 60 fps, two tracked people in the first frames
@@ -136,7 +136,7 @@ def test_cli_unknown_person_lists_track_ids(tmp_path, capsys):
 
 def test_api_paste_back_keeps_pixels_outside_the_box(tmp_path):
     """The composited array (before encoding) equals the decoded source outside the box region."""
-    from anycharv.flows.inference import infer_video
+    from anycharv.inference.video import infer_video
     from anycharv.model.components import build_pipeline, load_components
     from anycharv.preprocessing.video_io import read_frames
 
@@ -162,10 +162,10 @@ def test_api_paste_back_keeps_pixels_outside_the_box(tmp_path):
 
 
 def test_api_frame_count_mismatch_is_an_input_error(tmp_path):
-    from anycharv.flows.inference import infer_video
+    from anycharv.inference.video import infer_video
     from anycharv.model.components import build_pipeline, load_components
     from anycharv.errors import InputError
-    from anycharv.preprocessing.target_prep import prepare_target
+    from anycharv.inference.target_prep import prepare_target
 
     target = prepare_target(str(asset_path(VIDEO_30FPS)), size=64, max_frames=4)
     target.poses = target.poses[:3]
@@ -180,7 +180,7 @@ def test_api_on_gpu_half_precision(dtype):
     """Same path on CUDA in half precision (skipped without a GPU)."""
     import torch
 
-    from anycharv.flows.inference import infer_video
+    from anycharv.inference.video import infer_video
     from anycharv.model.components import build_pipeline, load_components
     from anycharv.devices import pick_device, pick_dtype
 

@@ -17,7 +17,7 @@ class InferenceResult:
 
     video: Any  # (F,H,W,3) uint8: composited at source size, or the generated frames with paste_back=False
     generated: Any  # (F,h,w,3) uint8 at the model size
-    target: Any  # anycharv.preprocessing.target_prep.TargetInputs
+    target: Any  # anycharv.inference.target_prep.TargetInputs
     reference: Any  # anycharv.model.reference_prep.ReferenceInputs
     fps: float
     feather_px: float | None
@@ -53,7 +53,7 @@ def infer_video(pipe, ref, video: str | None = None, *, target=None, cfg=None, p
     from anycharv.errors import InputError
     from anycharv.model.compositing import composite
     from anycharv.model.reference_prep import prepare_reference
-    from anycharv.preprocessing.target_prep import prepare_target
+    from anycharv.inference.target_prep import prepare_target
 
     say = log or (lambda message: None)
     timings: dict[str, float] = {}

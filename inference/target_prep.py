@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from anycharv.boxes import boxes_to_masks
 from anycharv.errors import InputError
-from anycharv.model.compositing import boxes_to_masks
 from anycharv.preprocessing.config import PreprocessConfig
 from anycharv.preprocessing.detect_track import PersonTracker, choose_main_track, keep_torch_threads, make_tracker
 from anycharv.preprocessing.video_io import probe_video, read_frames
