@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_OUT ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: install assets demo test bench clean
+.PHONY: install assets demo test lint bench clean
 
 install:
 	bash tools/install.sh
@@ -18,6 +18,9 @@ demo: assets
 
 test: assets
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 bench: assets
 	$(PY) benchmarks/preprocess.py --out benchmarks/results/preprocess-cpu.json

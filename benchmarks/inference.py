@@ -192,9 +192,9 @@ def run_pipeline_case(p: dict) -> dict:
 def run_e2e_case(p: dict) -> dict:
     """The whole ``anycharv infer`` path (tiny preset) on a real sample video, in this process."""
     from anycharv.assets import asset_path
+    from anycharv.devices import pick_device, pick_dtype
     from anycharv.inference.video import infer_video, isnet_segmenter
     from anycharv.model.components import build_pipeline, load_components
-    from anycharv.devices import pick_device, pick_dtype
     from anycharv.model.video_writer import write_video
 
     device = pick_device(p["device"])

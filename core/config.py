@@ -85,7 +85,8 @@ def _known_fields(model_cls: type[BaseModel], parts: list[str], full_key: str) -
                     break
 
 
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str], model_cls: type[BaseModel] | None = None) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str],
+                    model_cls: type[BaseModel] | None = None) -> dict[str, Any]:
     """Return a copy of ``data`` with each ``key.sub=value`` override applied."""
     out = _deep_copy(data)
     for text in overrides:

@@ -15,9 +15,12 @@ Why not plain ``ray.init``:
 * A local cluster gets its own temporary root (``_temp_dir``), removed after shutdown: session
   logs, sockets and spilled objects of this run go with it; other clusters on the machine, and
   ``/tmp/ray``, are never touched.
-* Ray's core worker installs a SIGTERM handler that dumps a C++ stack and aborts (exit 134); the
-  Python-level handler that was in place before ``ray.init`` is put back, so a CLI can turn
-  SIGTERM into a clean exit.
+* Ray's core worker installs a SIGTERM handler that dumps a C++ stack and aborts (exit 134). And
+  a Python handler that raises anything but KeyboardInterrupt inside ``ray.wait``/``ray.get``
+  (Prefect's raises TerminationSignal) surfaces as a SystemError, which Prefect retries. So while
+  the session is up, SIGTERM unwinds it as an interrupt; once Ray is shut down and its files are
+  gone, the signal is sent again to the handler that was there before (Prefect's, the CLI's, or
+  the default action).
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 TEMP_PREFIX = "anycharv-ray-"
 DEFAULT_CONNECT_TIMEOUT_S = 15.0
 _HEALTH_METHOD = "/grpc.health.v1.Health/Check"
+# A driver whose cluster is gone (SIGTERM to the process group) waits this long at shutdown to
+# flush task events to the dead GCS (Ray's default: 5 s); nobody reads them here (no dashboard).
+SYSTEM_CONFIG = {"task_events_shutdown_flush_timeout_ms": 500}
 
 
 class RayConnectError(AnyCharVError, ConnectionError):
@@ -67,34 +73,62 @@ def ray_session(runtime: Any) -> Iterator[bool]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = runtime.ray_address or os.environ.get("RAY_ADDRESS") or None
     temp_root = None
-    with _keep_sigterm_handler():
+    sigterm = _SigtermDuringRay()  # before ray.init replaces the handler
+    try:
         if address and address != "local":
-            timeout = getattr(runtime, "connect_timeout_s", None) or DEFAULT_CONNECT_TIMEOUT_S
-            join_cluster(address, timeout)
+            join_cluster(address, getattr(runtime, "connect_timeout_s", None) or DEFAULT_CONNECT_TIMEOUT_S)
         else:
             temp_root = start_local_cluster(runtime.num_cpus, runtime.num_gpus)
-    try:
-        yield True
+        sigterm.arm()
+        try:
+            yield True
+        finally:
+            sigterm.quiet()
+            if temp_root is None:
+                ray.shutdown()
+            else:
+                stop_local_cluster(temp_root)
     finally:
-        if temp_root is None:
-            ray.shutdown()
-        else:
-            stop_local_cluster(temp_root)
+        sigterm.release()
 
 
-@contextmanager
-def _keep_sigterm_handler() -> Iterator[None]:
-    """Put back the Python-level SIGTERM handler that ``ray.init`` replaced (main thread only:
-    elsewhere signal handlers cannot be set, and Ray does not install one)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        yield
-    finally:
-        if previous is not None:  # None: set from C before Python started; leave it
-            signal.signal(signal.SIGTERM, previous)
+class _SigtermDuringRay:
+    """SIGTERM while Ray is up. ``ray.init`` puts in its own handlers (Python: exit 15; C++: stack
+    dump and abort), and inside Ray's blocking calls only KeyboardInterrupt gets out of a Python
+    handler cleanly. So once armed, SIGTERM raises KeyboardInterrupt; after ``quiet()`` (cleanup)
+    it is only noted; ``release()`` puts back the handler from before and sends it a noted SIGTERM.
+    Main thread only: signal handlers live there."""
+
+    def __init__(self) -> None:
+        self.active = threading.current_thread() is threading.main_thread()
+        self.previous = signal.getsignal(signal.SIGTERM) if self.active else None
+        self.received = False
+        self.interrupt = False
+
+    def arm(self) -> None:
+        if not self.active:
+            return
+        if self.previous is signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            return
+        self.interrupt = True
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.received = True
+        if self.interrupt:
+            self.interrupt = False  # once: a second SIGTERM must not break into the cleanup
+            raise KeyboardInterrupt("SIGTERM")
+
+    def quiet(self) -> None:
+        self.interrupt = False
+
+    def release(self) -> None:
+        if not self.active:
+            return
+        signal.signal(signal.SIGTERM, self.previous if self.previous is not None else signal.SIG_DFL)
+        if self.received:
+            signal.raise_signal(signal.SIGTERM)
 
 
 @contextmanager
@@ -119,7 +153,7 @@ def local_init_kwargs(num_cpus: int | None = None, num_gpus: int | None = None,
     """``ray.init`` arguments of a local cluster on loopback without a dashboard (use them inside
     ``_loopback_node``, as ``start_local_cluster`` does)."""
     kwargs: dict[str, Any] = dict(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-                                  _node_ip_address=LOOPBACK)
+                                  _node_ip_address=LOOPBACK, _system_config=dict(SYSTEM_CONFIG))
     if temp_root:
         kwargs["_temp_dir"] = temp_root
     return kwargs

@@ -92,7 +92,8 @@ def _md_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary_markdown(summary: dict[str, Any], manifest_path: str, previews: list[tuple[str, Path]], *, embed: bool) -> str:
+def summary_markdown(summary: dict[str, Any], manifest_path: str, previews: list[tuple[str, Path]], *,
+                     embed: bool) -> str:
     """Markdown summary; previews embedded as data URIs (UI) or linked relative to the manifest (file)."""
     root = Path(summary["output"])
     lines = [
@@ -101,7 +102,8 @@ def summary_markdown(summary: dict[str, Any], manifest_path: str, previews: list
         f"- output: `{root}`",
         f"- manifest: `{manifest_path}`",
         f"- config hash: `{summary['config_hash']}`",
-        f"- inputs: {summary['inputs']} ({summary['inputs_rejected']} rejected, {summary['inputs_cached']} already done)",
+        f"- inputs: {summary['inputs']} ({summary['inputs_rejected']} rejected, "
+        f"{summary['inputs_cached']} already done)",
         f"- clips: {summary['clips_ok']} ok, {summary['clips_rejected']} rejected this run; "
         f"{summary['clips_skipped']} already done",
         f"- throughput: {summary['frames_per_s']:.2f} frames/s over {summary['run_s']:.1f} s",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -17,13 +16,13 @@ import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from anycharv.errors import AnyCharVError
-from anycharv.output_paths import check_output_dir
-from anycharv.flows.artifacts import publish_artifacts, write_summary_file
 from anycharv.atomic import atomic_write_bytes
+from anycharv.errors import AnyCharVError
+from anycharv.flows.artifacts import publish_artifacts, write_summary_file
+from anycharv.output_paths import check_output_dir
 from anycharv.preprocessing.finalize import OutputLayout
-from anycharv.preprocessing.manifest import write_manifest
 from anycharv.preprocessing.inputs import require_inputs
+from anycharv.preprocessing.manifest import write_manifest
 from anycharv.preprocessing.runner import run_pipeline
 from anycharv.preprocessing.runtime import PreprocessJob
 

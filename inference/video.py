@@ -51,9 +51,9 @@ def infer_video(pipe, ref, video: str | None = None, *, target=None, cfg=None, p
     import torch
 
     from anycharv.errors import InputError
+    from anycharv.inference.target_prep import prepare_target
     from anycharv.model.compositing import composite
     from anycharv.model.reference_prep import prepare_reference
-    from anycharv.inference.target_prep import prepare_target
 
     say = log or (lambda message: None)
     timings: dict[str, float] = {}

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 from diffusers.configuration_utils import register_to_config
+
 # DiffusionPipeline.from_pretrained looks ModelMixin up in the component's own module to find
 # its load method, so it must be a name here although UNetSkeleton brings the base class.
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
@@ -37,7 +38,8 @@ class DenoisingUNet3D(UNetSkeleton):
         in_channels (`int`, *optional*, defaults to 9):
             Channels of `sample`: noisy latent (4), target-video latent (4), mask (1), in that order.
         out_channels (`int`, *optional*, defaults to 4): Channels of the prediction (v-prediction latent).
-        down_block_types (`Sequence[str]`, *optional*, defaults to three `"CrossAttnDownBlock3D"` then `"DownBlock3D"`):
+        down_block_types (`Sequence[str]`, *optional*,
+                defaults to three `"CrossAttnDownBlock3D"` then `"DownBlock3D"`):
             Block per resolution, one of `"CrossAttnDownBlock3D"`, `"DownBlock3D"`.
         mid_block_type (`str` or `None`, *optional*, defaults to `"UNetMidBlock3DCrossAttn"`):
             `"UNetMidBlock3DCrossAttn"`, or `None` for no mid block.

@@ -52,8 +52,16 @@ from anycharv.errors import InputError
 from anycharv.model.context_windows import SCHEDULES, context_windows
 from anycharv.model.encoders import OFFICIAL_LATENT_SCALE, clip_image_embeds, decode_latents, encode_frames
 from anycharv.model.image_processing import (
-    MASK_RESIZE_MODES, UINT8_MODES, as_masks, as_rgb_frames, as_rgb_image, clip_pixel_values, masks_to_latent,
-    pixels_to_tensor, resize_frames, video_to_uint8,
+    MASK_RESIZE_MODES,
+    UINT8_MODES,
+    as_masks,
+    as_rgb_frames,
+    as_rgb_image,
+    clip_pixel_values,
+    masks_to_latent,
+    pixels_to_tensor,
+    resize_frames,
+    video_to_uint8,
 )
 from anycharv.model.pipeline_output import AnyCharVPipelineOutput
 

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 from diffusers.configuration_utils import register_to_config
+
 # DiffusionPipeline.from_pretrained looks ModelMixin up in the component's own module to find
 # its load method, so it must be a name here although UNetSkeleton brings the base class.
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
@@ -35,7 +36,8 @@ class ReferenceUNet2D(UNetSkeleton):
     Args:
         in_channels (`int`, *optional*, defaults to 4):
             Channels of `sample`: the VAE latent of the reference image.
-        down_block_types (`Sequence[str]`, *optional*, defaults to three `"CrossAttnDownBlock2D"` then `"DownBlock2D"`):
+        down_block_types (`Sequence[str]`, *optional*,
+                defaults to three `"CrossAttnDownBlock2D"` then `"DownBlock2D"`):
             diffusers block per resolution, one of `"CrossAttnDownBlock2D"`, `"DownBlock2D"`.
         mid_block_type (`str` or `None`, *optional*, defaults to `"UNetMidBlock2DCrossAttn"`):
             `"UNetMidBlock2DCrossAttn"`, or `None` for no mid block.

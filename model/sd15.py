@@ -17,7 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 from anycharv.model.official_configs import (
-    RELEASE_MOTION, RELEASE_POSE_GUIDER, RELEASE_UNET_2D, denoising_unet_config, pose_guider_config,
+    RELEASE_MOTION,
+    RELEASE_POSE_GUIDER,
+    RELEASE_UNET_2D,
+    denoising_unet_config,
+    pose_guider_config,
     reference_unet_config,
 )
 

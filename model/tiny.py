@@ -31,7 +31,8 @@ TINY_DENOISING_UNET = dict(
     motion_num_attention_heads=8, motion_temporal_position_encoding_max_len=32,
     **_UNET_COMMON,
 )
-TINY_POSE_GUIDER = dict(conditioning_embedding_channels=32, conditioning_channels=3, block_out_channels=(8, 16, 32, 32))
+TINY_POSE_GUIDER = dict(conditioning_embedding_channels=32, conditioning_channels=3, block_out_channels=(8, 16,
+                                                                                                         32, 32))
 TINY_VAE = dict(
     in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
     up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 16, 32, 32), layers_per_block=1,

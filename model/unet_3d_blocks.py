@@ -74,7 +74,8 @@ class DownBlock3D(_Block3D):
                 _transformer(out_channels, heads, cross_attention_dim, groups, use_linear_projection)
                 for _ in range(num_layers)
             )
-        self.motion_modules = nn.ModuleList(_motion(out_channels, use_motion, motion_kwargs) for _ in range(num_layers))
+        self.motion_modules = nn.ModuleList(_motion(out_channels, use_motion,
+                                                    motion_kwargs) for _ in range(num_layers))
         self.downsamplers = (
             nn.ModuleList([Downsample2D(out_channels, use_conv=True, out_channels=out_channels,
                                         padding=downsample_padding, name="op")])
@@ -116,7 +117,8 @@ class UpBlock3D(_Block3D):
                 _transformer(out_channels, heads, cross_attention_dim, groups, use_linear_projection)
                 for _ in range(num_layers)
             )
-        self.motion_modules = nn.ModuleList(_motion(out_channels, use_motion, motion_kwargs) for _ in range(num_layers))
+        self.motion_modules = nn.ModuleList(_motion(out_channels, use_motion,
+                                                    motion_kwargs) for _ in range(num_layers))
         self.upsamplers = (
             nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)])
             if add_upsample else None
@@ -140,7 +142,8 @@ class CrossAttnUpBlock3D(UpBlock3D):
 class UNetMidBlock3DCrossAttn(_Block3D):
     has_cross_attention = True
 
-    def __init__(self, channels: int, temb_channels: int, eps: float, groups: int, act: str, output_scale_factor: float,
+    def __init__(self, channels: int, temb_channels: int, eps: float, groups: int, act: str,
+                 output_scale_factor: float,
                  heads: int, cross_attention_dim: int, use_linear_projection: bool, use_motion: bool,
                  motion_kwargs: dict, num_layers: int = 1):
         super().__init__()
@@ -149,7 +152,8 @@ class UNetMidBlock3DCrossAttn(_Block3D):
             for _ in range(num_layers + 1)
         )
         self.attentions = nn.ModuleList(
-            _transformer(channels, heads, cross_attention_dim, groups, use_linear_projection) for _ in range(num_layers)
+            _transformer(channels, heads, cross_attention_dim, groups,
+                         use_linear_projection) for _ in range(num_layers)
         )
         self.motion_modules = nn.ModuleList(_motion(channels, use_motion, motion_kwargs) for _ in range(num_layers))
 

@@ -11,6 +11,10 @@ person_counts      ``person_counts.npy`` (T,) int16 people detected per frame (m
 keypoints          ``keypoints.npy`` (T, K, 3) float32 (x, y, score); layout in stats["keypoint_layout"]
                    (``openpose18``: OpenPose body order; ``dwpose134``: 18 OpenPose body, 6 feet,
                    68 face, 21 left hand, 21 right hand); undetected points have score 0
+detect_keypoints   ``detect_keypoints.npy`` (T, 17, 3) float32 COCO-17 (x, y, score) of the main character
+                   as the detector (a pose model) saw it; all zero where no detection matched its box.
+                   Written by detect+track with a pose model; the pose stage maps it to ``keypoints``
+                   instead of running the same model again (``pose.reuses_detect``)
 masks              ``masks.npz`` with ``bits`` (packed uint8, np.packbits of the flattened bool
                    (T, H, W) array) and ``shape`` (int64 [T, H, W]); fine mask of the main character
 preview            ``preview.png`` RGB strip (frames with mask + pose drawn)
@@ -32,6 +36,7 @@ FILES = {
     "boxes": "boxes.npy",
     "person_counts": "person_counts.npy",
     "keypoints": "keypoints.npy",
+    "detect_keypoints": "detect_keypoints.npy",
     "masks": "masks.npz",
     "preview": "preview.png",
 }
@@ -82,7 +87,7 @@ def save_png(clip_dir: str | Path, name: str, image: np.ndarray) -> str:
 
 def load_clip_annotations(clip_dir: str | Path, annotations: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """Read back every annotation present in ``clip_dir`` (or those named in ``annotations``):
-    arrays for boxes/person_counts/keypoints/masks, an RGB array for the preview."""
+    arrays for boxes/person_counts/keypoints/detect_keypoints/masks, an RGB array for the preview."""
     clip_dir = Path(clip_dir)
     names = annotations or {k: v for k, v in FILES.items() if (clip_dir / v).is_file()}
     out: dict[str, np.ndarray] = {}

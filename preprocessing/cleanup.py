@@ -46,8 +46,8 @@ class Unreferenced:
 def find_unreferenced(layout: OutputLayout) -> Unreferenced:
     """What the current manifest does not reference (nothing is changed)."""
     if not layout.manifest_path.is_file():
-        raise InputError(str(layout.root), "no manifest/clips.parquet: nothing to compare against (run preprocess first)",
-                         code="no_manifest")
+        raise InputError(str(layout.root), "no manifest/clips.parquet: nothing to compare against "
+                         "(run preprocess first)", code="no_manifest")
     rows = pq.read_table(layout.manifest_path, columns=["clip_id", "kind", "config_hash"]).to_pylist()
     clips = {r["clip_id"] for r in rows if r["kind"] == "clip"}
     hashes = {r["config_hash"] for r in rows}

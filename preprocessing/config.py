@@ -79,6 +79,8 @@ class DetectConfig(StrictModel):
         "longest_then_largest", description="which track is the main character")
     count_conf: float = Field(0.5, ge=0, le=1, description="detections at or above this count as people")
     count_min_area: float = Field(0.002, ge=0, le=1, description="ignore people smaller than this share of the frame")
+    keypoints: bool = Field(True, description="with a pose model, keep the main track's keypoints (detect_keypoints), "
+                                              "which the pose stage reuses instead of a second pass")
     batch: int = Field(8, ge=1, description="frames per detector forward")
     device: str = Field("auto", description="auto, cpu, cuda:N, mps")
     gpus: float | None = Field(None, ge=0, description="GPU share per worker (None: 0.25 when CUDA exists)")
@@ -92,6 +94,9 @@ class MaskConfig(StrictModel):
     backend: Literal["isnet", "ultralytics"] = "isnet"
     weights: str = Field("isnet.onnx", description="ISNet ONNX, or YOLO-seg / SAM weights for ultralytics")
     size: int = Field(1024, ge=128, description="ISNet input size (multiple of 128; 1024 is the native size)")
+    fit_crop: bool = Field(False, description="ISNet input sized to the crop (its long side rounded up to a multiple "
+                                              "of 128, at most mask.size): faster on small people, but ISNet's masks "
+                                              "change with its input size (see fine_mask.py); off: always mask.size")
     crop_margin: float = Field(0.15, ge=0, le=2, description="box is enlarged by this share per side for the crop")
     threshold: float = Field(0.5, gt=0, lt=1, description="foreground probability threshold")
     imgsz: int = Field(640, ge=32, description="inference size for the ultralytics backend")
@@ -115,6 +120,8 @@ class PoseConfig(StrictModel):
     weights: str = Field("yolo11n-pose.pt", description="YOLO pose checkpoint (ultralytics-pose backend)")
     imgsz: int = Field(640, ge=32)
     conf: float = Field(0.25, ge=0, le=1)
+    reuse_detect: bool = Field(True, description="ultralytics-pose: take detect+track's keypoints when it ran the "
+                                                 "same weights, imgsz and conf (off: always a separate pass)")
     dwpose_dir: str | None = Field(None, description="folder with the DWPose detector and pose ONNX files")
     dwpose_det_file: str = "yolox_l.onnx"
     dwpose_pose_file: str = "dw-ll_ucoco_384.onnx"
@@ -141,7 +148,8 @@ class FilterConfig(StrictModel):
     people_rule: Literal["exactly_one", "main_dominant", "off"] = Field(
         "exactly_one", description="exactly_one: the official rule (one person in every frame)")
     min_presence: float = Field(0.9, ge=0, le=1, description="main track must be in this share of frames")
-    dominant_ratio: float = Field(0.4, ge=0, le=1, description="main_dominant: others must be smaller than this x main")
+    dominant_ratio: float = Field(0.4, ge=0, le=1,
+                                  description="main_dominant: others must be smaller than this x main")
     min_box_area: float = Field(0.01, ge=0, le=1, description="mean main box area as a share of the frame")
     min_box_height: float = Field(0.15, ge=0, le=1, description="mean main box height as a share of the frame")
     min_kp_conf: float = Field(0.3, ge=0, le=1, description="mean body keypoint confidence")

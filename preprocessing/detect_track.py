@@ -4,12 +4,16 @@ ByteTrack / BoT-SORT, and the choice of the main character among the tracks.
 Detection runs batched with ``predict``; the tracker is fed frame by frame with those detections
 (the same thing ``model.track`` does, but we also keep the raw per-frame person count that the
 one-person rule needs, which ``track`` drops for unconfirmed detections).
+
+With a pose model (the default ``yolo11n-pose``) the detections already carry COCO-17 keypoints;
+``track`` keeps those of the main character (``TrackResult.keypoints``), picked per frame exactly
+as the ``ultralytics-pose`` backend picks them (``match_keypoints``), so the pose stage can reuse
+them instead of running the same model on the same frames a second time.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +29,7 @@ class TrackResult:
     track_id: int  # -1 when no track
     other_ratio: np.ndarray  # (T,) float32 largest other person's area / main area (0 if none)
     track_lengths: dict[int, int] = field(default_factory=dict)
+    keypoints: np.ndarray | None = None  # (T, 17, 3) COCO x, y, score of the main character (pose models only)
 
 
 def load_ultralytics(weights: str, cls_name: str = "YOLO"):
@@ -105,6 +110,25 @@ def choose_main_track(tracks: dict[int, dict[int, np.ndarray]], rule: str) -> in
     return max(tracks, key=key)
 
 
+def match_keypoints(result, box: np.ndarray) -> np.ndarray | None:
+    """COCO-17 keypoints (17, 3) of the detection in one Ultralytics pose ``result`` that best
+    overlaps ``box`` (xyxy), or None: no box, no detection, or none with IoU >= the pose backend's
+    ``MIN_IOU``. The same rule, step by step, as ``UltralyticsPoseEstimator`` (the reused keypoints
+    must be the ones a separate pose pass gives)."""
+    from anycharv.preprocessing.pose_ultralytics import MIN_IOU  # one threshold for both
+
+    if np.isnan(box).any() or result.keypoints is None or result.boxes is None or not len(result.boxes):
+        return None
+    iou = box_iou(result.boxes.xyxy.cpu().numpy(), box)[:, 0]
+    best = int(np.argmax(iou))
+    if iou[best] < MIN_IOU:
+        return None
+    kp = result.keypoints.data[best].cpu().numpy().astype(np.float32)  # (17, 3) x, y, conf
+    if kp.shape[-1] == 2:  # a checkpoint without visibility scores
+        kp = np.concatenate([kp, np.ones_like(kp[:, :1])], -1)
+    return kp
+
+
 class PersonTracker:
     """Loads the detector once; ``track(frames)`` runs one clip with a fresh tracker."""
 
@@ -113,12 +137,17 @@ class PersonTracker:
         self.device = pick_device(cfg.device)
         self.model = load_ultralytics(cfg.weights)
 
+    @property
+    def keeps_keypoints(self) -> bool:
+        """Whether ``track`` returns the main character's keypoints (a pose model, and asked to)."""
+        return bool(self.cfg.keypoints) and getattr(self.model, "task", None) == "pose"
+
     def detect(self, frames_rgb: np.ndarray) -> list:
         out = []
         for i in range(0, len(frames_rgb), self.cfg.batch):
             chunk = [np.ascontiguousarray(f[..., ::-1]) for f in frames_rgb[i:i + self.cfg.batch]]  # BGR
-            out.extend(ultralytics_predict(self.model, chunk, imgsz=self.cfg.imgsz, conf=self.cfg.conf, iou=self.cfg.iou,
-                                          classes=[0], device=str(self.device), verbose=False))
+            out.extend(ultralytics_predict(self.model, chunk, imgsz=self.cfg.imgsz, conf=self.cfg.conf,
+                                           iou=self.cfg.iou, classes=[0], device=str(self.device), verbose=False))
         return out
 
     def track(self, frames_rgb: np.ndarray) -> TrackResult:
@@ -134,7 +163,10 @@ class PersonTracker:
             keep = (boxes.conf >= self.cfg.count_conf) & (box_area(xyxy) >= self.cfg.count_min_area * h * w)
             counts[i] = int(keep.sum())
             counted_boxes.append(xyxy[keep])
-            out = tracker.update(boxes, np.ascontiguousarray(frames_rgb[i][..., ::-1])) if len(boxes) else tracker.update(boxes)
+            if len(boxes):
+                out = tracker.update(boxes, np.ascontiguousarray(frames_rgb[i][..., ::-1]))
+            else:
+                out = tracker.update(boxes)
             for row in np.asarray(out).reshape(-1, 8):
                 tracks.setdefault(int(row[4]), {})[i] = row[:4].astype(np.float32)
         main = choose_main_track(tracks, self.cfg.main_person)
@@ -149,4 +181,11 @@ class PersonTracker:
                 others = counted_boxes[i][box_iou(counted_boxes[i], main_boxes[i])[:, 0] < 0.5]
                 if len(others):
                     other[i] = float(box_area(others).max() / max(box_area(main_boxes[i]), 1e-6))
-        return TrackResult(main_boxes, counts, main, other, {k: len(v) for k, v in tracks.items()})
+        keypoints = None
+        if self.keeps_keypoints:
+            keypoints = np.zeros((t, 17, 3), np.float32)
+            for i, res in enumerate(results):
+                kp = match_keypoints(res, main_boxes[i])
+                if kp is not None:
+                    keypoints[i] = kp
+        return TrackResult(main_boxes, counts, main, other, {k: len(v) for k, v in tracks.items()}, keypoints)

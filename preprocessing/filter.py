@@ -39,7 +39,8 @@ def check_people(boxes: np.ndarray, person_counts: np.ndarray, other_ratio_max: 
     area = float(np.mean((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))) / (width * height)
     box_h = float(np.mean(b[:, 3] - b[:, 1])) / height
     if area < cfg.min_box_area or box_h < cfg.min_box_height:
-        return "box_too_small", f"mean box area {area:.4f} of the frame, height {box_h:.3f} (min {cfg.min_box_area}, {cfg.min_box_height})"
+        return "box_too_small", (f"mean box area {area:.4f} of the frame, height {box_h:.3f} "
+                                 f"(min {cfg.min_box_area}, {cfg.min_box_height})")
     return None
 
 

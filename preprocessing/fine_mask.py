@@ -1,10 +1,20 @@
 """Fine foreground mask of the main character, per frame, inside its track box.
 
 Backends:
-- ``isnet``: the ISNet ONNX segmenter on a crop around the box (enlarged by ``crop_margin``), so
-  small people get the model's full resolution. The released graph has its 1024x1024 size baked
-  into every Resize node; for other ``mask.size`` values the graph is rewritten once at load time to
-  resize by *scale* instead, which is exact for sizes that are multiples of 128.
+- ``isnet``: the ISNet ONNX segmenter on a crop around the box (enlarged by ``crop_margin``),
+  resized to a square ``mask.size`` input, so small people get the model's full resolution. The
+  released graph has its 1024x1024 size baked into every Resize node; for any other input size the
+  graph is rewritten once at load time to resize by *scale* instead, which is exact for sizes that
+  are multiples of 128.
+
+  ``mask.fit_crop`` (opt-in) sizes the input to the crop instead: its long side rounded up to a
+  multiple of 128, at most ``mask.size`` (``isnet_input_size``); the time falls with the input's
+  area. It is off by default because upsampling a small crop is not wasted on ISNet: the model
+  (trained at 1024) is far less sure of a person in a small input, and its masks change a lot with
+  the input size. In ``benchmarks/preprocess.py`` (short side 512, ``mask.size`` 512) sports2d's
+  small walker got crop-sized masks with a mean IoU of 0.33 to the fixed-size ones (some frames 0)
+  and some clip statuses changed; pose2sim's crops keep the full size there (IoU 1). At short side
+  320, pose2sim's 384-pixel inputs gave 0.40-0.86 per frame.
 - ``ultralytics``: a YOLO-seg model (the instance with the best IoU to the box) or a SAM-family
   model prompted with the box.
 
@@ -19,11 +29,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from anycharv.boxes import boxes_to_masks
 from anycharv.devices import pick_device
-from anycharv.model.compositing import boxes_to_masks
 from anycharv.preprocessing.config import MaskConfig, resolve_weights
 
 ISNET_NATIVE = 1024
+ISNET_STEP = 128  # input sides the rewritten graph takes exactly
+
+
+def isnet_input_size(crop_height: int, crop_width: int, cap: int) -> int:
+    """Side of the square ISNet input for a crop: its long side rounded up to a multiple of
+    ``ISNET_STEP`` (never below one step), at most ``cap`` (``mask.size``)."""
+    long_side = max(int(crop_height), int(crop_width), 1)
+    return min(int(cap), -(-long_side // ISNET_STEP) * ISNET_STEP)
 
 
 @dataclass
@@ -148,17 +166,23 @@ class IsnetMasker(_BoxMasker):
     def __init__(self, cfg: MaskConfig):
         self.cfg = cfg
         path = resolve_weights(cfg.weights)
-        model = path if cfg.size == ISNET_NATIVE else isnet_resizable(path)
+        model = path if cfg.size == ISNET_NATIVE and not cfg.fit_crop else isnet_resizable(path)
         self.session = ort_session(model, pick_device(cfg.device))
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+
+    def input_size(self, crop_height: int, crop_width: int) -> int:
+        """Side of the model input for a crop of this size (see ``isnet_input_size``)."""
+        if not self.cfg.fit_crop:
+            return self.cfg.size
+        return isnet_input_size(crop_height, crop_width, self.cfg.size)
 
     def probability(self, crop_rgb: np.ndarray) -> np.ndarray:
         """Foreground probability (h, w) float32 of an RGB crop."""
         import cv2
 
         h, w = crop_rgb.shape[:2]
-        s = self.cfg.size
+        s = self.input_size(h, w)
         x = cv2.resize(crop_rgb, (s, s), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0 - 0.5
         x = x.transpose(2, 0, 1)[None]
         # The output is already a sigmoid probability; no per-image min-max stretch (that would turn
@@ -192,7 +216,8 @@ class UltralyticsMasker(_BoxMasker):
         h, w = frame_rgb.shape[:2]
         bgr = np.ascontiguousarray(frame_rgb[..., ::-1])
         if self.is_sam:
-            res = ultralytics_predict(self.model, bgr, bboxes=[box.tolist()], device=str(self.device), verbose=False)[0]
+            res = ultralytics_predict(self.model, bgr, bboxes=[box.tolist()], device=str(self.device),
+                                      verbose=False)[0]
             best = 0
         else:
             res = ultralytics_predict(self.model, bgr, imgsz=self.cfg.imgsz, conf=self.cfg.conf, classes=[0],

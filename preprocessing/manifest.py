@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from anycharv.atomic import atomic_write_bytes
-from anycharv.preprocessing.finalize import OutputLayout, load_records
 from anycharv.executor.task import REJECTED
+from anycharv.preprocessing.finalize import OutputLayout, load_records
 
 FIXED_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("clip_id", pa.string()),
@@ -128,7 +128,10 @@ def _coerce(value: Any, dtype: pa.DataType) -> Any:
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Arrow table with the fixed columns first, then the extra columns in name order."""
-    rows = sorted(rows, key=lambda r: (r.get("source") or "", r.get("start_frame") if r.get("start_frame") is not None else -1, r["clip_id"]))
+    def order(r: dict[str, Any]) -> tuple:
+        return (r.get("source") or "", r.get("start_frame") if r.get("start_frame") is not None else -1, r["clip_id"])
+
+    rows = sorted(rows, key=order)
     fixed = dict(FIXED_COLUMNS)
     extra = sorted({k for row in rows for k in row} - set(fixed))
     names = [n for n, _ in FIXED_COLUMNS] + extra

@@ -68,8 +68,10 @@ def plan_video(source: str, cfg: PreprocessConfig, work_root: str) -> list[ClipT
     info = probe_video(source, cfg.decode)
     windows = plan_windows(info, cfg)
     if not windows:
-        raise InputError(source, f"no clip of at least {cfg.split.min_len} frames in {info.num_frames} frames", code="too_short")
-    width, height = processing_size(info.width, info.height, cfg.decode.short_side, cfg.decode.size_multiple, cfg.decode.upscale)
+        raise InputError(source, f"no clip of at least {cfg.split.min_len} frames in {info.num_frames} frames",
+                         code="too_short")
+    d = cfg.decode
+    width, height = processing_size(info.width, info.height, d.short_side, d.size_multiple, d.upscale)
     digest = source_digest(source)
     chash = content_hash(cfg)
     tasks = []

@@ -50,7 +50,8 @@ def crop_affine(center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.array([[s, 0, POSE_W / 2 - s * center[0]], [0, s, POSE_H / 2 - s * center[1]]], np.float32)
 
 
-def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray, split: float = SIMCC_SPLIT) -> tuple[np.ndarray, np.ndarray]:
+def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray,
+                 split: float = SIMCC_SPLIT) -> tuple[np.ndarray, np.ndarray]:
     """(N, K, Wx), (N, K, Wy) -> locations (N, K, 2) in model-input pixels and scores (N, K)
     (the lower of the two axis maxima)."""
     xs = np.argmax(simcc_x, axis=-1).astype(np.float32) / split

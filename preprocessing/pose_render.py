@@ -26,7 +26,8 @@ HAND_EDGES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0
 
 
 def _visible(kp: np.ndarray, thr: float, h: int, w: int) -> np.ndarray:
-    return (kp[:, 2] >= thr) & np.isfinite(kp[:, :2]).all(-1) & (kp[:, 0] >= 0) & (kp[:, 1] >= 0) & (kp[:, 0] < w) & (kp[:, 1] < h)
+    x, y = kp[:, 0], kp[:, 1]
+    return (kp[:, 2] >= thr) & np.isfinite(kp[:, :2]).all(-1) & (x >= 0) & (y >= 0) & (x < w) & (y < h)
 
 
 def _draw_body(canvas: np.ndarray, kp: np.ndarray, vis: np.ndarray, stick: int) -> None:
@@ -38,7 +39,8 @@ def _draw_body(canvas: np.ndarray, kp: np.ndarray, vis: np.ndarray, stick: int) 
         (xa, ya), (xb, yb) = kp[a, :2], kp[b, :2]
         length = math.hypot(xa - xb, ya - yb)
         angle = math.degrees(math.atan2(ya - yb, xa - xb))
-        poly = cv2.ellipse2Poly((int((xa + xb) / 2), int((ya + yb) / 2)), (int(length / 2), stick), int(angle), 0, 360, 1)
+        poly = cv2.ellipse2Poly((int((xa + xb) / 2), int((ya + yb) / 2)), (int(length / 2), stick), int(angle),
+                                0, 360, 1)
         cv2.fillConvexPoly(canvas, poly, tuple(int(c * 0.6) for c in JOINT_COLORS[i]))
     for j in range(min(18, len(kp))):
         if vis[j]:
@@ -58,7 +60,8 @@ def _draw_hand(canvas: np.ndarray, kp: np.ndarray, vis: np.ndarray, thickness: i
             cv2.circle(canvas, (int(kp[j, 0]), int(kp[j, 1])), thickness + 1, (0, 0, 255), thickness=-1)
 
 
-def render_pose(keypoints: np.ndarray, layout: str, height: int, width: int, conf_threshold: float = 0.3) -> np.ndarray:
+def render_pose(keypoints: np.ndarray, layout: str, height: int, width: int,
+                conf_threshold: float = 0.3) -> np.ndarray:
     """Pose image (H, W, 3) uint8 RGB of one person's keypoints (K, 3) in pixel coordinates."""
     kp = np.asarray(keypoints, np.float32)
     canvas = np.zeros((height, width, 3), np.uint8)
@@ -79,6 +82,7 @@ def render_pose(keypoints: np.ndarray, layout: str, height: int, width: int, con
     return canvas
 
 
-def render_pose_sequence(keypoints: np.ndarray, layout: str, height: int, width: int, conf_threshold: float = 0.3) -> np.ndarray:
+def render_pose_sequence(keypoints: np.ndarray, layout: str, height: int, width: int,
+                         conf_threshold: float = 0.3) -> np.ndarray:
     """(T, K, 3) -> (T, H, W, 3) uint8."""
     return np.stack([render_pose(k, layout, height, width, conf_threshold) for k in keypoints])

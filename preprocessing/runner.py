@@ -29,11 +29,24 @@ from anycharv.executor.task import REJECTED, RETRY_REASONS
 from anycharv.output_paths import check_output_dir
 from anycharv.preprocessing.config import PreprocessConfig
 from anycharv.preprocessing.finalize import (
-    DONE_NAME, OutputLayout, clean_stale, clip_record, finalize_clip, read_json, recover_finished, reset_work_dir,
+    DONE_NAME,
+    OutputLayout,
+    clean_stale,
+    clip_record,
+    finalize_clip,
+    read_json,
+    recover_finished,
+    reset_work_dir,
     unlink_quiet,
 )
 from anycharv.preprocessing.inputs import (
-    DigestFn, PlanFn, PlanStage, expand_inputs, input_key, input_rejection, path_key,
+    DigestFn,
+    PlanFn,
+    PlanStage,
+    expand_inputs,
+    input_key,
+    input_rejection,
+    path_key,
 )
 from anycharv.preprocessing.keys import content_hash, short_hash, stage_key
 from anycharv.preprocessing.records import ClipTask, InputTask

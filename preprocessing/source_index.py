@@ -37,7 +37,8 @@ class SourceIndex:
             size, mtime_ns = file_stamp(path)
         except (OSError, ValueError):
             return None
-        if entry.get("path") != os.path.abspath(path) or (entry.get("size"), entry.get("mtime_ns")) != (size, mtime_ns):
+        stamp = (entry.get("size"), entry.get("mtime_ns"))
+        if entry.get("path") != os.path.abspath(path) or stamp != (size, mtime_ns):
             return None
         return entry.get("digest") or None
 

@@ -129,9 +129,10 @@ class CachedStage(Stage):
 
     def process_batch(self, tasks: list[ClipTask]) -> list[ClipTask]:
         cache = StageCache(self.root)
-        misses = [t for t in tasks if t.ok and not (t.stage_keys.get(self.name) and
-                                                    cache.apply(self.name, t.stage_keys[self.name], t))]
-        hits = sum(t.ok for t in tasks) - len(misses)
+        ready = [t for t in tasks if t.ok]  # before apply(): a cached rejection is a hit too
+        misses = [t for t in ready if not (t.stage_keys.get(self.name) and
+                                           cache.apply(self.name, t.stage_keys[self.name], t))]
+        hits = len(ready) - len(misses)
         if hits:
             self.counters["cached"] = self.counters.get("cached", 0) + hits
         if not misses:

@@ -40,7 +40,8 @@ class VideoInfo:
     backend: str  # "decord" or "pyav"
 
 
-def processing_size(src_w: int, src_h: int, short_side: int, multiple: int = 64, upscale: bool = False) -> tuple[int, int]:
+def processing_size(src_w: int, src_h: int, short_side: int, multiple: int = 64,
+                    upscale: bool = False) -> tuple[int, int]:
     """(width, height) after the resize policy: short side -> ``short_side`` (not above the source unless
     ``upscale``), each side rounded to the nearest multiple of ``multiple`` (at least one multiple).
     Rounding distorts the aspect ratio by at most half a multiple per side instead of cropping."""
@@ -53,7 +54,8 @@ def processing_size(src_w: int, src_h: int, short_side: int, multiple: int = 64,
 
 
 # Leading bytes of common video containers: such a file that fails to open is damaged, not "not a video".
-_VIDEO_MAGIC = ((4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (0, b"RIFF"), (0, b"OggS"), (0, b"FLV"), (0, b"\x00\x00\x01\xba"))
+_VIDEO_MAGIC = ((4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (0, b"RIFF"), (0, b"OggS"), (0, b"FLV"), (0,
+                                                                                                  b"\x00\x00\x01\xba"))
 
 
 def _looks_like_video(path: str) -> bool:
@@ -126,11 +128,14 @@ def probe_video(path: str, decode_cfg=None) -> VideoInfo:
 
 def check_limits(info: VideoInfo, decode_cfg) -> None:
     if min(info.width, info.height) < decode_cfg.min_side:
-        raise InputError(info.path, f"{info.width}x{info.height} is below the minimum side {decode_cfg.min_side}", code="too_small")
+        raise InputError(info.path, f"{info.width}x{info.height} is below the minimum side {decode_cfg.min_side}",
+                         code="too_small")
     if info.width * info.height > decode_cfg.max_pixels:
-        raise InputError(info.path, f"{info.width}x{info.height} exceeds max_pixels={decode_cfg.max_pixels}", code="too_large")
+        raise InputError(info.path, f"{info.width}x{info.height} exceeds max_pixels={decode_cfg.max_pixels}",
+                         code="too_large")
     if info.num_frames > decode_cfg.max_frames:
-        raise InputError(info.path, f"{info.num_frames} frames exceed max_frames={decode_cfg.max_frames}", code="too_long")
+        raise InputError(info.path, f"{info.num_frames} frames exceed max_frames={decode_cfg.max_frames}",
+                         code="too_long")
 
 
 @functools.lru_cache(maxsize=256)
@@ -157,7 +162,8 @@ def _use_decord(path: str, backend: str | None) -> bool:
     return _codec_of(path, st.st_mtime_ns, st.st_size) in DECORD_CODECS
 
 
-def read_frames(source: str, start: int, end: int, size: tuple[int, int] | None = None, backend: str | None = None) -> np.ndarray:
+def read_frames(source: str, start: int, end: int, size: tuple[int, int] | None = None,
+                backend: str | None = None) -> np.ndarray:
     """Frames ``[start, end)`` of ``source`` as uint8 RGB (T, H, W, 3), resized to ``size`` = (width, height).
 
     Raises InputError(code="unreadable") when the frames cannot be decoded."""
@@ -189,7 +195,8 @@ def _read_decord(source: str, start: int, end: int, size) -> np.ndarray:
     st = os.stat(source)
     reader = _decord_reader(source, st.st_mtime_ns, st.st_size, None if size is None else (int(size[0]), int(size[1])))
     if end > len(reader):
-        raise InputError(source, f"frames [{start}, {end}) requested but the video has {len(reader)}", code="unreadable")
+        raise InputError(source, f"frames [{start}, {end}) requested but the video has {len(reader)}",
+                         code="unreadable")
     frames = reader.get_batch(list(range(start, end))).asnumpy()
     return np.ascontiguousarray(frames, dtype=np.uint8)
 

@@ -30,7 +30,8 @@ def register(subparsers) -> None:
         description="Download, verify and cache assets; already cached, verified files are left untouched.",
         epilog=_EPILOG,
     )
-    fetch.add_argument("names", nargs="*", metavar="NAME", help="asset names (see `anycharv assets list`); default: all")
+    fetch.add_argument("names", nargs="*", metavar="NAME",
+                       help="asset names (see `anycharv assets list`); default: all")
     _add_cache_arg(fetch)
     fetch.add_argument("-q", "--quiet", action="store_true", help="print only the final table")
     fetch.set_defaults(func=run_fetch)

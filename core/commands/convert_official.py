@@ -29,11 +29,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import torch
+
     from anycharv.devices import pick_dtype
     from anycharv.errors import InputError
     from anycharv.model.official import load_official_components
-
-    import torch
 
     dst = Path(args.dst)
     if dst.exists() and not args.overwrite:

@@ -58,8 +58,10 @@ def register(subparsers) -> None:
                    help="write the raw generated frames at the model size instead of compositing")
     p.add_argument("--feather", type=float, metavar="PX", help="paste-back feather in source pixels "
                    "(default: 2%% of the source short side)")
-    p.add_argument("--box-pad", type=float, default=0.1, help="box enlargement per side, share of the box (default 0.1)")
-    p.add_argument("--ref-background", default="black", help="reference canvas colour: black (default), white, gray or R,G,B")
+    p.add_argument("--box-pad", type=float, default=0.1,
+                   help="box enlargement per side, share of the box (default 0.1)")
+    p.add_argument("--ref-background", default="black",
+                   help="reference canvas colour: black (default), white, gray or R,G,B")
     p.add_argument("--no-ref-segment", action="store_true", help="place the whole reference photo (no isnet cut-out)")
     p.add_argument("--context-frames", type=int, default=24, help="frames per temporal window (default 24)")
     p.add_argument("--context-overlap", type=int, default=6, help="overlap of consecutive windows (default 6)")
@@ -75,8 +77,8 @@ def _err(message: str) -> None:
 
 
 def _list_people(args, cfg) -> int:
-    from anycharv.preprocessing.detect_track import PersonTracker, choose_main_track
     from anycharv.inference.target_prep import read_target_frames, track_people
+    from anycharv.preprocessing.detect_track import PersonTracker, choose_main_track
 
     frames, _ = read_target_frames(args.video, args.start, args.max_frames)
     tracks = track_people(frames, PersonTracker(cfg.detect))

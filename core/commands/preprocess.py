@@ -1,7 +1,8 @@
 """``anycharv preprocess``: run the Prefect flow ``preprocess`` from the command line.
 
-No Prefect server is needed: without ``PREFECT_API_URL`` Prefect starts a temporary local API for
-the run and stops it afterwards.
+No Prefect server is needed: without ``PREFECT_API_URL`` a temporary local API is started for the
+run, in its own session, and stopped afterwards (``anycharv.flows.prefect_local``). Bad settings,
+outputs and inputs are refused before it starts.
 """
 
 from __future__ import annotations
@@ -41,18 +42,12 @@ def register(subparsers) -> None:
 def _prefect_defaults() -> None:
     """Without a configured Prefect API (environment, profile, or an active test harness), start a
     temporary local one for this run in its own session, so that Ctrl-C or SIGTERM stops the run
-    while the API it reports to stays up (``anycharv.prefect_local``). The first start creates the
-    database under PREFECT_HOME: allow it time on a slow machine."""
+    while the API it reports to stays up (``anycharv.flows.prefect_local``). The first start
+    creates the database under PREFECT_HOME: allow it time on a slow machine."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if os.environ.get("PREFECT_API_URL"):
-        return
-    from prefect.settings import get_current_settings
+    from anycharv.flows.prefect_local import ensure_api
 
-    if get_current_settings().api.url:
-        return
-    from anycharv.prefect_local import use_temporary_api
-
-    use_temporary_api(float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 180))
+    ensure_api(float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 180))
 
 
 def load_job(config: str | None, overrides: list[str], ray_address: str | None = None):

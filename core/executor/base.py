@@ -34,7 +34,6 @@ class Executor(ABC):
     """Runs stages over tasks; see the module docstring for the contract."""
 
     name = "executor"
-    uses_ray = False
 
     def __init__(self, config: ExecutorConfig | None = None):
         self.config = config or ExecutorConfig()
@@ -50,25 +49,10 @@ class Executor(ABC):
 
     def connect(self) -> None:
         """Start or join what the backend runs on (nothing for the local one)."""
-        if self.connected or not self.uses_ray:
-            return
-        import time
-
-        from anycharv.ray_session import ray_session
-
-        start = time.perf_counter()
-        self._scope.enter_context(ray_session(self.config))
-        self.connected = True
-        self.connect_s = time.perf_counter() - start
 
     def cluster_cpus(self) -> float:
-        """CPUs the backend runs on (the Ray cluster's, or this machine's)."""
-        if not self.uses_ray:
-            return float(os.cpu_count() or 1)
-        self.connect()
-        import ray
-
-        return float(ray.cluster_resources().get("CPU", 1.0))
+        """CPUs the backend runs on (this machine's; a Ray cluster's for the Ray backends)."""
+        return float(os.cpu_count() or 1)
 
     def close(self) -> None:
         self._scope.close()

@@ -19,13 +19,17 @@ class ExecutorConfig(StrictModel):
         "ray-actors", description="local: in-process (debugging, tests); ray-actors: streaming actor pools; "
                                   "ray-data: Ray Data map_batches on actor pools")
     ray_address: str | None = Field(
-        None, description="Ray cluster to join ('auto', 'ray://host:10001'); empty: RAY_ADDRESS or a new local cluster")
+        None,
+        description="Ray cluster to join ('auto', 'ray://host:10001'); empty: RAY_ADDRESS or a new local cluster")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a new local cluster (empty: all)")
     num_gpus: int | None = Field(None, ge=0, description="GPUs of a new local cluster (empty: all)")
     connect_timeout_s: float = Field(
         15.0, gt=0, le=3600, description="how long to wait for the cluster at ray_address before failing")
     num_workers: int = Field(1, ge=1, description="workers (actors) per stage")
-    stage_workers: dict[str, int] = Field(default_factory=dict, description="workers per stage by name, e.g. {detect: 2}")
-    batch_size: int | None = Field(None, ge=1, description="tasks per stage call for every stage (empty: each stage's own)")
-    threads_per_worker: int | None = Field(None, ge=1, description="torch/OpenMP threads per worker (empty: its CPU share)")
+    stage_workers: dict[str, int] = Field(default_factory=dict,
+                                          description="workers per stage by name, e.g. {detect: 2}")
+    batch_size: int | None = Field(None, ge=1,
+                                   description="tasks per stage call for every stage (empty: each stage's own)")
+    threads_per_worker: int | None = Field(None, ge=1,
+                                           description="torch/OpenMP threads per worker (empty: its CPU share)")
     warm_start: bool = Field(False, description="load every stage's models before the first task (cleaner timings)")

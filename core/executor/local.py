@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from anycharv.executor.config import ExecutorConfig
 from anycharv.executor.base import Executor, Publish
+from anycharv.executor.config import ExecutorConfig
 from anycharv.executor.resources import worker_threads
 from anycharv.executor.stage import Stage
 from anycharv.executor.stats import RunStats, StageStats, task_units

@@ -17,8 +17,9 @@ from typing import Any, Sequence
 
 import ray
 
+from anycharv.executor.base import MAX_WORKER_REPLACEMENTS, Publish
 from anycharv.executor.config import ExecutorConfig
-from anycharv.executor.base import MAX_WORKER_REPLACEMENTS, Executor, Publish
+from anycharv.executor.ray_base import RayExecutor
 from anycharv.executor.resources import fit_resources, worker_threads
 from anycharv.executor.stage import Stage
 from anycharv.executor.stats import RunStats, StageStats, task_units
@@ -26,6 +27,7 @@ from anycharv.executor.task import Task
 from anycharv.executor.worker import PipelineError, SetupError, StageWorker, error_cause, setup_error
 
 log = logging.getLogger(__name__)
+TEARDOWN_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -53,19 +55,22 @@ class _InFlight:
     batch: list[Task] = field(default_factory=list)
 
 
-class RayActorsExecutor(Executor):
+class RayActorsExecutor(RayExecutor):
     name = "ray-actors"
-    uses_ray = True
 
     def run(self, tasks: Sequence[Task], stages: Sequence[Stage], publish: Publish,
             config: ExecutorConfig | None = None) -> RunStats:
         config = config or self.config
         self.connect()
         run = _Run(config, stages, publish)
+        graceful = True
         try:
             return run.run(tasks)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the workers may be gone with the cluster
+            graceful = False
+            raise
         finally:
-            run.stop()
+            run.stop(graceful)
 
 
 class _Run:
@@ -106,10 +111,15 @@ class _Run:
         self.stats.run_s = time.perf_counter() - start
         return self.stats
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        """Tear every worker down (bounded wait: a hung teardown must not hang the run), then kill it;
+        on an interrupt, kill at once."""
+        actors = [a for pool in self.pools for a in pool.actors]
+        if actors and graceful:
+            ray.wait([a.teardown.remote() for a in actors], num_returns=len(actors), timeout=TEARDOWN_TIMEOUT_S)
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
         for pool in self.pools:
-            for actor in pool.actors:
-                ray.kill(actor, no_restart=True)
             pool.actors.clear()
 
     def _add_actor(self, pool: _Pool) -> None:
@@ -124,7 +134,8 @@ class _Run:
         if self.config.warm_start and any(e.kind == "setup" for e in self.inflight.values()):
             return
         for pool in reversed(self.pools):
-            while pool.idle and pool.queue and (len(pool.queue) >= pool.batch_size or not self._upstream_busy(pool.index)):
+            while pool.idle and pool.queue and (
+                    len(pool.queue) >= pool.batch_size or not self._upstream_busy(pool.index)):
                 batch = [pool.queue.popleft() for _ in range(min(pool.batch_size, len(pool.queue)))]
                 actor = pool.idle.pop()
                 self.inflight[actor.process.remote(batch)] = _InFlight("batch", pool, actor, batch)

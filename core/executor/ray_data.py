@@ -31,8 +31,9 @@ import numpy as np
 import ray
 
 from anycharv.errors import AnyCharVError
+from anycharv.executor.base import MAX_WORKER_REPLACEMENTS, Publish
 from anycharv.executor.config import ExecutorConfig
-from anycharv.executor.base import MAX_WORKER_REPLACEMENTS, Executor, Publish
+from anycharv.executor.ray_base import RayExecutor
 from anycharv.executor.resources import fit_resources, worker_threads
 from anycharv.executor.stage import Stage
 from anycharv.executor.stats import RunStats, StageStats, task_units
@@ -89,6 +90,13 @@ class _StageUDF:
         return {"task": np.array([json.dumps(t.to_dict()) for t in tasks], dtype=object),
                 "trace": np.array([json.dumps(t) for t in traces], dtype=object)}
 
+    def __del__(self) -> None:
+        # Ray Data has no end-of-job hook for class UDFs; this runs when the pool's actor is released.
+        worker = getattr(self, "worker", None)
+        if worker is not None:
+            ray.wait([worker.teardown.remote()], timeout=10)
+            ray.kill(worker, no_restart=True)
+
     def _process(self, tasks: list[Task]) -> tuple[list[Task], dict[str, Any]]:
         entry = {"stage": self.stage.name, "batch": uuid.uuid4().hex, "size": len(tasks), "elapsed": 0.0,
                  "counters": {}, "units": sum(task_units(t) for t in tasks), "setup_s": self.setup_s}
@@ -99,7 +107,8 @@ class _StageUDF:
             out = [t.reject("worker_error", f"{self.stage.name}: worker died: {exc}") for t in tasks]
             self.replacements += 1
             if self.replacements > MAX_WORKER_REPLACEMENTS:
-                raise _Stop("_run_stopped", f"stage {self.stage.name}: workers died {self.replacements} times; giving up")
+                raise _Stop("_run_stopped",
+                            f"stage {self.stage.name}: workers died {self.replacements} times; giving up")
             self._start_worker()
         except ray.exceptions.RayTaskError as exc:
             cause = error_cause(exc)
@@ -126,9 +135,8 @@ def _own_error(exc: BaseException) -> AnyCharVError | None:
     return None
 
 
-class RayDataExecutor(Executor):
+class RayDataExecutor(RayExecutor):
     name = "ray-data"
-    uses_ray = True
 
     def run(self, tasks: Sequence[Task], stages: Sequence[Stage], publish: Publish,
             config: ExecutorConfig | None = None) -> RunStats:

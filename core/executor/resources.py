@@ -18,7 +18,8 @@ def _ray_fraction(x: float) -> float:
     return float(int(x)) if x >= 1 else x
 
 
-def fit_resources(stages: Sequence[Stage], config: ExecutorConfig, cluster: dict[str, float]) -> list[tuple[int, float, float]]:
+def fit_resources(stages: Sequence[Stage], config: ExecutorConfig,
+                  cluster: dict[str, float]) -> list[tuple[int, float, float]]:
     """(workers, cpus, gpus) per stage. When all pools together ask for more than the cluster has,
     each reservation is scaled down by the same factor so every worker can start (the stages of a
     pipeline are rarely all busy at once; Ray Data stalls outright when the pools cannot all be
@@ -34,7 +35,8 @@ def fit_resources(stages: Sequence[Stage], config: ExecutorConfig, cluster: dict
     gpu_demand = sum(w * g for w, g in zip(workers, gpus))
     gpu_scale = min(1.0, total_gpu / gpu_demand) if gpu_demand > 0 else 1.0
     if cpu_scale < 1.0:
-        log.info("stage pools ask for more CPUs than the cluster's %s: reservations scaled by %.2f", total_cpu, cpu_scale)
+        log.info("stage pools ask for more CPUs than the cluster's %s: reservations scaled by %.2f",
+                 total_cpu, cpu_scale)
     return [(w, _ray_fraction(c * cpu_scale), _ray_fraction(g * gpu_scale)) for w, c, g in zip(workers, cpus, gpus)]
 
 

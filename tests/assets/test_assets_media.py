@@ -14,7 +14,8 @@ VIDEOS = {  # name: (frames, fps, height, width) as documented in OFFLINE_ASSETS
     "pose2sim_cam01.mp4": (100, 60.0, 1920, 1080),
     "pose2sim_cam02.mp4": (100, 60.0, 1920, 1080),
 }
-IMAGES = {"astronaut.png": (512, 512), "grace_hopper.jpg": (512, 600), "bus.jpg": (810, 1080), "zidane.jpg": (1280, 720)}
+IMAGES = {"astronaut.png": (512, 512), "grace_hopper.jpg": (512, 600), "bus.jpg": (810, 1080),
+          "zidane.jpg": (1280, 720)}
 
 
 def test_every_asset_is_covered_here():

@@ -1,6 +1,6 @@
 """``anycharv.ray_session`` against real Ray: joining an address where no cluster answers fails in
-bounded time with a typed error naming it; a local cluster listens on loopback only, keeps the
-caller's SIGTERM handler, and leaves no files behind."""
+bounded time with a typed error naming it; a local cluster listens on loopback only and leaves no
+files behind; SIGTERM during ``ray.wait`` unwinds the session, then reaches the caller's handler."""
 
 from __future__ import annotations
 
@@ -21,15 +21,17 @@ import pytest
 from anycharv.errors import AnyCharVError
 from anycharv.ray_session import RayConnectError, join_cluster, wait_for_cluster
 
-# A child that starts a local session, uses it (a task and an actor), reports, then waits: a line on
-# stdin ends it normally; its SIGTERM handler (installed before Ray) ends it with 143.
+# A child that starts a local session, uses it (a task and an actor), reports, then waits: on stdin
+# (a line ends it normally), or in ray.wait on a task that never ends ("wait"). Its own SIGTERM
+# handler (installed before Ray) reports whether the session's files were gone by then, exits 143.
 CHILD = r"""
-import json, os, signal, sys
+import json, os, signal, sys, time
 import ray
 from anycharv.preprocessing.runtime import RuntimeConfig
 from anycharv.ray_session import ray_session
 
 def on_term(signum, frame):
+    print(json.dumps({"handler_ran_after_cleanup": not os.path.exists(root)}), flush=True)
     raise SystemExit(143)
 
 signal.signal(signal.SIGTERM, on_term)
@@ -40,18 +42,31 @@ with ray_session(RuntimeConfig(num_cpus=1)) as started:
             return os.getpid()
 
     @ray.remote
-    def task_pid():
-        return os.getpid()
+    def forever():
+        time.sleep(3600)
 
-    task_pid = ray.get(task_pid.remote())
     actor_pid = ray.get(Echo.remote().pid.remote())
-    node = ray._private.worker._global_node
-    print(json.dumps({"started": started, "session_dir": node.get_session_dir_path(),
-                      "gcs": ray.get_runtime_context().gcs_address, "handler_kept": signal.getsignal(signal.SIGTERM) is on_term,
-                      "workers": [task_pid, actor_pid]}), flush=True)
-    sys.stdin.readline()
+    session_dir = ray._private.worker._global_node.get_session_dir_path()
+    root = os.path.dirname(session_dir)
+    print(json.dumps({"started": started, "session_dir": session_dir, "actor_pid": actor_pid,
+                      "gcs": ray.get_runtime_context().gcs_address}), flush=True)
+    if sys.argv[1:] == ["wait"]:
+        ray.wait([forever.remote()])  # like the executor: no timeout
+    else:
+        sys.stdin.readline()
 print("done", flush=True)
 """
+
+
+def start_child(mode: str) -> tuple[subprocess.Popen, dict]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(timeout=60)
+        raise AssertionError(f"the child did not start a session: {proc.stderr.read()[-3000:]}")
+    return proc, json.loads(line)
 
 
 def _is_loopback(ip: str) -> bool:
@@ -82,22 +97,19 @@ def tree(pid: int) -> list[psutil.Process]:
 
 
 @pytest.fixture
-def local_session_child():
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    line = proc.stdout.readline()
-    if not line:
-        proc.wait(timeout=60)
-        raise AssertionError(f"the child did not start a session: {proc.stderr.read()[-3000:]}")
-    yield proc, json.loads(line)
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+def children():
+    """Children started by a test; killed if the test left one running."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
-def test_local_session_listens_on_loopback_only_and_removes_its_files(local_session_child):
-    proc, info = local_session_child
+def test_local_session_listens_on_loopback_only_and_removes_its_files(children):
+    proc, info = start_child("stdin")
+    children.append(proc)
     assert info["started"] and info["gcs"].startswith("127.0.0.1:"), info
     sockets: set = set()
     for _ in range(3):  # agents and exporters bind while the node settles
@@ -116,16 +128,21 @@ def test_local_session_listens_on_loopback_only_and_removes_its_files(local_sess
     assert not list(Path("/tmp/ray").glob(f"session_*_{proc.pid}")), "a session was written under /tmp/ray"
 
 
-def test_local_session_keeps_the_callers_sigterm_handler(local_session_child):
-    proc, info = local_session_child
-    assert info["handler_kept"], "ray.init replaced the SIGTERM handler"
+def test_sigterm_in_ray_wait_cleans_up_then_reaches_the_callers_handler(children):
+    proc, info = start_child("wait")
+    children.append(proc)
+    time.sleep(1)  # into ray.wait
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)  # stdin stays open: only the signal can end it
-    err = proc.stderr.read()
-    # Ray's own handler would dump a C++ stack and abort (-6); the caller's exits 143 after cleanup.
+    start = time.monotonic()
+    proc.wait(timeout=60)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    # Ray's own handler would dump a C++ stack and abort (-6); a Python handler that raised inside
+    # ray.wait would come out as a SystemError. Here the session unwinds, removes its files, and
+    # the caller's handler ends the process.
     assert proc.returncode == 143, err[-3000:]
-    assert "SIGTERM received" not in err, err[-3000:]
-    assert not Path(info["session_dir"]).parent.exists()
+    assert json.loads(out.strip().splitlines()[-1]) == {"handler_ran_after_cleanup": True}
+    assert "SIGTERM received" not in err and "SystemError" not in err, err[-3000:]
+    assert time.monotonic() - start < 20
 
 
 def test_join_dead_address_fails_within_timeout_naming_it():

@@ -1,6 +1,7 @@
 """``anycharv preprocess`` in a subprocess: an uninterrupted run (no Prefect server, its own local
-Ray) against a run that is SIGKILLed at several moments and resumed; the final manifests must be
-equal (timing columns aside) and no half-written file may ever be visible under a final name."""
+Ray) against a run that is SIGKILLed at several moments and resumed, on every executor backend; the
+final manifests must be equal (timing columns aside) and no half-written file may ever be visible
+under a final name."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from anycharv.assets import asset_path
 from anycharv.atomic import TMP_PREFIX
+from anycharv.executor import BACKENDS
 from anycharv.preprocessing.finalize import DONE_NAME
 from anycharv.preprocessing.manifest import timing_columns
 
@@ -85,28 +87,37 @@ def stable_rows(out: Path) -> list[dict]:
     return table.drop_columns(timing_columns(table.column_names)).to_pylist()
 
 
-@pytest.mark.slow
-def test_flow_cli_kill_and_rerun_gives_the_same_manifest(prefect_harness, ray_local, tmp_path):
-    from prefect.settings import PREFECT_API_URL
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "RAY_ADDRESS"))}
 
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "RAY_ADDRESS"))}
-    log = tmp_path / "cli.log"
 
-    # 1. Uninterrupted, as a user runs it: no Prefect server, a fresh local Ray cluster.
-    base = tmp_path / "base"
-    proc = start(cli_args(base), base_env, log)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> list[dict]:
+    """The manifest of an uninterrupted run, as a user runs it: no Prefect server, a fresh local Ray."""
+    tmp = tmp_path_factory.mktemp("base")
+    base, log = tmp / "base", tmp / "cli.log"
+    proc = start(cli_args(base), _clean_env(), log)
     assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
     printed = log.read_text()
     assert f"manifest: {base / 'manifest' / 'clips.parquet'}" in printed and "clips ok" in printed
     expected = stable_rows(base)
     assert sum(r["kind"] == "clip" for r in expected) == NUM_CLIPS
+    return expected
 
-    # 2. The same job, killed at several moments (reusing the test's Prefect API and Ray cluster to
-    #    save start-up time), then resumed to the end.
-    env = dict(base_env, PREFECT_API_URL=PREFECT_API_URL.value())
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_flow_cli_kill_and_rerun_gives_the_same_manifest(backend, uninterrupted, prefect_harness, ray_local, tmp_path):
+    """Killed at several moments and resumed on ``backend``, the run ends with the manifest of the
+    uninterrupted one (which ran on the default backend: the backends agree too)."""
+    from prefect.settings import PREFECT_API_URL
+
+    log = tmp_path / "cli.log"
+    # Reusing the test's Prefect API and Ray cluster saves start-up time.
+    env = dict(_clean_env(), PREFECT_API_URL=PREFECT_API_URL.value())
     address = ray_local.get_runtime_context().gcs_address
     out = tmp_path / "crash"
-    args = cli_args(out, "--ray-address", address)
+    args = cli_args(out, "--ray-address", address, f"runtime.executor={backend}")
     kill_points = [
         ("inputs planned", lambda: count(out / ".state" / "inputs") >= 1),
         ("first clip published", lambda: count(out / ".state" / "clips") >= 1),
@@ -124,6 +135,6 @@ def test_flow_cli_kill_and_rerun_gives_the_same_manifest(prefect_harness, ray_lo
     assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
     check_nothing_half_written(out)
 
-    assert stable_rows(out) == expected
+    assert stable_rows(out) == uninterrupted
     assert not [p for p in out.rglob(f"{TMP_PREFIX}*")], "temporary files left behind"
     assert not any((out / ".work").iterdir())

@@ -1,7 +1,8 @@
 """``anycharv preprocess`` in a subprocess, as a user runs it: a Ray address where no cluster answers
 fails within the connect timeout with one line; Ctrl-C (SIGINT to the process group) and SIGTERM
 stop a run within seconds with one line (130 / 143), leave nothing running, and the next run
-finishes; Prefect keeps no pickles of our tasks' results or errors."""
+finishes; Prefect keeps no pickles of our tasks' results or errors; the CLI's temporary Prefect API
+dies with the CLI even when the CLI is SIGKILLed."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from anycharv.assets import asset_path
@@ -51,7 +53,7 @@ def test_cli_unreachable_ray_address_fails_within_the_timeout(prefect_harness, u
     before = set(stored_results(env))
     start = time.monotonic()
     proc = subprocess.run(cli(tmp_path / "out", "--ray-address", "127.0.0.1:1", "runtime.connect_timeout_s=3"),
-                          env=env, capture_output=True, text=True, timeout=180)
+                          env=env, capture_output=True, text=True, timeout=90)
     elapsed = time.monotonic() - start
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -71,7 +73,11 @@ def _wait_for_work(proc: subprocess.Popen, log: Path, timeout: float = 240) -> N
     """Until the run's own Ray cluster is up (its temporary root exists and Ray said so), then a
     little longer, so the signal lands while the clip stages work."""
     deadline = time.monotonic() + timeout
-    while not (list(Path("/tmp").glob(f"anycharv-ray-{proc.pid}-*")) and "Started a local Ray instance" in log.read_text()):
+
+    def ray_is_up() -> bool:
+        return bool(list(Path("/tmp").glob(f"anycharv-ray-{proc.pid}-*"))) and "Started a local Ray" in log.read_text()
+
+    while not ray_is_up():
         if proc.poll() is not None:
             raise AssertionError(f"the run ended before it got to work: {log.read_text()[-3000:]}")
         if time.monotonic() > deadline:
@@ -119,3 +125,23 @@ def test_cli_sigint_and_sigterm_stop_within_seconds_and_the_next_run_finishes(us
     done = subprocess.run(cli(out), env=user_env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "manifest" / "clips.parquet").is_file()
+
+
+def test_temporary_prefect_api_dies_with_a_killed_cli(user_env):
+    """It runs in its own session (a group signal does not reach it), so it must not outlive a
+    SIGKILLed parent either."""
+    code = ("import time; from anycharv.flows.prefect_local import use_temporary_api; "
+            "api = use_temporary_api(120); print(api.url, api.process.pid, flush=True); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", code], env=user_env, stdout=subprocess.PIPE, text=True)
+    try:
+        url, pid = parent.stdout.readline().split()
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        assert _answers(port)
+        assert psutil.Process(int(pid)).ppid() == parent.pid and os.getsid(int(pid)) != os.getsid(parent.pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 15
+    while _answers(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _answers(port), "the temporary Prefect API outlived its SIGKILLed parent"

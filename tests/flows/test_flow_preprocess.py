@@ -123,7 +123,8 @@ def test_flow_rerun_is_idempotent(flow_run):
 def _stage_runs(out: Path) -> dict[str, tuple[int, int]]:
     """(clips computed, clips served from the stage cache) per stage in the last run."""
     run = json.loads((out / "manifest" / "run.json").read_text())
-    return {s["name"]: (s["clips_in"], s["clips_cached"]) for s in run["stages"]}
+    return {s["name"]: (s["tasks_in"] - s["counters"].get("cached", 0), s["counters"].get("cached", 0))
+            for s in run["stages"]}
 
 
 def test_flow_settings_changes_rerun_only_the_stages_they_affect(flow_run):
@@ -146,7 +147,8 @@ def test_flow_settings_changes_rerun_only_the_stages_they_affect(flow_run):
 
     rows, runs = rerun("filter.min_kp_conf=0.31")
     assert set(rows).isdisjoint(before)  # another config: other clip ids
-    assert runs["detect_track"] == (0, 4) and runs["fine_mask"] == (0, reached_mask) and runs["pose"] == (0, reached_mask)
+    assert runs["detect_track"] == (0, 4) and runs["fine_mask"] == (0, reached_mask) and runs["pose"] == (0,
+                                                                                                          reached_mask)
     assert runs["filter_people"][1] == 0 and runs["filter_people"][0] >= reached_mask
     assert runs["filter"] == (reached_mask, 0)
     assert sorted(r["stat_mean_box_area"] for r in rows.values()) == sorted(

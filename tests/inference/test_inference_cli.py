@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from anycharv.assets import asset_path
-from anycharv.cli import main
 from anycharv.boxes import boxes_to_masks
+from anycharv.cli import main
 from anycharv.model.video_writer import write_video
 
 VIDEO_60FPS = "pose2sim_cam01.mp4"  # 1080x1920 portrait, 60 fps, two tracked people in the first frames
@@ -37,7 +37,8 @@ def _last_line_error(capsys):
 def test_cli_tiny_preset_writes_mp4_at_source_fps(tmp_path):
     out = tmp_path / "out.mp4"
     inputs = tmp_path / "inputs"
-    cmd = [sys.executable, "-m", "anycharv.cli", "infer", "--preset", "tiny", "--ref", str(asset_path("astronaut.png")),
+    cmd = [sys.executable, "-m", "anycharv.cli", "infer", "--preset", "tiny", "--ref",
+           str(asset_path("astronaut.png")),
            "--video", str(asset_path(VIDEO_60FPS)), "--out", str(out), "--max-frames", "8", "--size", "64",
            "--steps", "2", "--save-inputs", str(inputs)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", YOLO_OFFLINE="1")
@@ -162,10 +163,10 @@ def test_api_paste_back_keeps_pixels_outside_the_box(tmp_path):
 
 
 def test_api_frame_count_mismatch_is_an_input_error(tmp_path):
-    from anycharv.inference.video import infer_video
-    from anycharv.model.components import build_pipeline, load_components
     from anycharv.errors import InputError
     from anycharv.inference.target_prep import prepare_target
+    from anycharv.inference.video import infer_video
+    from anycharv.model.components import build_pipeline, load_components
 
     target = prepare_target(str(asset_path(VIDEO_30FPS)), size=64, max_frames=4)
     target.poses = target.poses[:3]
@@ -180,9 +181,9 @@ def test_api_on_gpu_half_precision(dtype):
     """Same path on CUDA in half precision (skipped without a GPU)."""
     import torch
 
+    from anycharv.devices import pick_device, pick_dtype
     from anycharv.inference.video import infer_video
     from anycharv.model.components import build_pipeline, load_components
-    from anycharv.devices import pick_device, pick_dtype
 
     device = pick_device("auto")
     pipe = build_pipeline(load_components(preset="tiny"), device=device, dtype=pick_dtype(device, dtype))

@@ -17,7 +17,8 @@ def test_official_and_converted_weights_load_the_same_networks(reference_dir, tm
     assert main(["convert-official", str(reference_dir), str(converted)]) == 0
     official = load_components(str(reference_dir))
     ours = load_components(str(converted))
-    assert sorted(official) == sorted(ours) == ["denoising_unet", "image_encoder", "pose_guider", "reference_unet", "vae"]
+    assert sorted(official) == sorted(ours) == ["denoising_unet", "image_encoder", "pose_guider",
+                                                "reference_unet", "vae"]
     for name in official:
         a, b = official[name].state_dict(), ours[name].state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
@@ -35,8 +36,8 @@ def test_official_and_converted_weights_load_the_same_networks(reference_dir, tm
 
 
 def test_weights_folder_without_vae_names_the_missing_parts(reference_dir, tmp_path):
-    from anycharv.model.components import load_components
     from anycharv.errors import WeightsError
+    from anycharv.model.components import load_components
 
     release = tmp_path / "release"
     release.mkdir()

@@ -149,7 +149,8 @@ def test_convert_official_cli_round_trip(reference_dir, tmp_path, components, un
     result = _cli("convert-official", str(reference_dir), str(dst))
     assert result.returncode == 0, result.stderr
     for name in ("reference_unet", "denoising_unet", "pose_guider", "vae"):
-        assert (dst / name / "config.json").is_file() and (dst / name / "diffusion_pytorch_model.safetensors").is_file()
+        assert (dst / name / "config.json").is_file()
+        assert (dst / name / "diffusion_pytorch_model.safetensors").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folder left behind"
 
     loaded = {name: cls.from_pretrained(str(dst / name)).eval() for name, cls in CLASSES.items()}

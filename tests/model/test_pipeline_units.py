@@ -14,11 +14,19 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 
 from anycharv.errors import InputError
 from anycharv.model.context_windows import (
-    context_windows, coverage_counts, official_windows, sliding_windows,
+    context_windows,
+    coverage_counts,
+    official_windows,
+    sliding_windows,
 )
 from anycharv.model.encoders import clip_image_embeds, decode_latents, encode_frames
 from anycharv.model.image_processing import (
-    as_masks, as_rgb_frames, as_rgb_image, clip_pixel_values, masks_to_latent, video_to_uint8,
+    as_masks,
+    as_rgb_frames,
+    as_rgb_image,
+    clip_pixel_values,
+    masks_to_latent,
+    video_to_uint8,
 )
 from anycharv.model.scheduling import SCHEDULER_CONFIG, make_scheduler
 

@@ -33,8 +33,10 @@ def _const_plus_zero_input(input_name, input_shape, out_name, const, reshape_to,
     for k, (name, value) in enumerate(zip(out_name, const)):
         inits.append(numpy_helper.from_array(value.astype(np.float32), f"c{k}"))
         nodes.append(helper.make_node("Add", ["z", f"c{k}"], [name]))
-        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [input_shape[0]] + list(value.shape[1:])))
-    graph = helper.make_graph(nodes, "fixture", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, input_shape)],
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                     [input_shape[0]] + list(value.shape[1:])))
+    graph = helper.make_graph(nodes, "fixture", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT,
+                                                                               input_shape)],
                               outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -18,8 +18,8 @@ import numpy as np
 
 from anycharv.config import StrictModel, config_hash
 from anycharv.errors import InputError
-from anycharv.preprocessing.records import ClipTask
 from anycharv.executor.stage import Stage, StageResources
+from anycharv.preprocessing.records import ClipTask
 
 
 class ToyConfig(StrictModel):
@@ -33,7 +33,8 @@ class ToyConfig(StrictModel):
 def _log_call(cfg: ToyConfig, stage: str, kind: str, clip_ids: list[str]) -> None:
     if cfg.calls_dir:
         path = Path(cfg.calls_dir) / f"{stage}-{kind}-{uuid.uuid4().hex}.json"
-        path.write_text(json.dumps({"stage": stage, "kind": kind, "clips": clip_ids, "pid": os.getpid(), "t": time.time()}))
+        record = {"stage": stage, "kind": kind, "clips": clip_ids, "pid": os.getpid(), "t": time.time()}
+        path.write_text(json.dumps(record))
 
 
 def toy_digest(path: str) -> str:

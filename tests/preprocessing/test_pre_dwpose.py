@@ -16,7 +16,8 @@ from anycharv.errors import WeightsError
 from anycharv.preprocessing.config import PoseConfig, PreprocessConfig
 from anycharv.preprocessing.pose_dwpose import DWPoseEstimator, decode_simcc
 
-_spec = importlib.util.spec_from_file_location("anycharv_test_onnx_fixtures", Path(__file__).with_name("onnx_fixtures.py"))
+_spec = importlib.util.spec_from_file_location("anycharv_test_onnx_fixtures",
+                                               Path(__file__).with_name("onnx_fixtures.py"))
 fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fixtures)
 

@@ -15,7 +15,7 @@ from anycharv.errors import InputError
 from anycharv.preprocessing.config import PreprocessConfig
 from anycharv.preprocessing.plan import plan_video, source_digest
 from anycharv.preprocessing.records import ClipTask
-from anycharv.preprocessing.stages import DetectTrackStage, FilterStage, process_clip_plain, run_stages
+from anycharv.preprocessing.stages import DetectTrackStage, PeopleFilterStage, process_clip_plain, run_stages
 from anycharv.preprocessing.video_io import probe_video, read_frames
 
 
@@ -52,7 +52,7 @@ def sample_frames():
 @pytest.fixture(scope="module")
 def detect_stages():
     cfg = small_cfg()
-    stages = [DetectTrackStage(cfg), FilterStage(cfg, "people")]
+    stages = [DetectTrackStage(cfg.detect), PeopleFilterStage(cfg.filter)]
     for s in stages:
         s.ensure_setup()
     return stages

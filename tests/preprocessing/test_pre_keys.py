@@ -41,7 +41,8 @@ def test_weights_enter_by_content_not_by_path(tmp_path):
         (tmp_path / name).mkdir()
         shutil.copy(cached, tmp_path / name / "yolo.pt")
     by_name = _hash()  # the default names the offline asset
-    assert _hash(f"detect.weights={tmp_path / 'a' / 'yolo.pt'}") == _hash(f"detect.weights={tmp_path / 'b' / 'yolo.pt'}")
+    a, b = tmp_path / "a" / "yolo.pt", tmp_path / "b" / "yolo.pt"
+    assert _hash(f"detect.weights={a}") == _hash(f"detect.weights={b}")
     assert _hash(f"detect.weights={cached}") == by_name
     changed = bytearray(cached.read_bytes())
     changed[-1] ^= 1

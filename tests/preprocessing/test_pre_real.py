@@ -80,7 +80,7 @@ def test_portrait_video_through_all_stages(p2s_run):
     data = check_clip_outputs(task)
     assert task.stats["keypoint_layout"] == "openpose18"
     assert task.stats["mean_kp_conf"] > 0.5
-    assert set(task.annotations) == {"boxes", "person_counts", "masks", "keypoints", "preview"}
+    assert set(task.annotations) == {"boxes", "person_counts", "detect_keypoints", "masks", "keypoints", "preview"}
     assert all(not os.path.isabs(v) for v in task.annotations.values())
     preview = data["preview"]
     assert preview.shape[0] == 160 and preview.shape[1] > 3 * 60
@@ -96,7 +96,8 @@ def test_portrait_video_through_all_stages(p2s_run):
 
 def test_landscape_video_one_walker_with_botsort(tmp_path):
     """sports2d frames 144-155: only the walker is in view, so the official one-person rule keeps it."""
-    cfg = real_cfg(detect={"tracker": "botsort.yaml"}, filter={"people_rule": "exactly_one"}, preview={"enabled": False})
+    cfg = real_cfg(detect={"tracker": "botsort.yaml"}, filter={"people_rule": "exactly_one"},
+                   preview={"enabled": False})
     tasks = plan_video(str(asset_path("sports2d_demo.mp4")), cfg, str(tmp_path))
     assert [(t.start_frame, t.end_frame) for t in tasks][:3] == [(0, 12), (12, 24), (24, 36)]
     task = next(t for t in tasks if t.start_frame == 144)

@@ -135,7 +135,8 @@ def test_coco_to_openpose_mapping_and_neck():
 def test_render_pose_draws_openpose_colours_on_black():
     h, w = 256, 192
     kp = np.zeros((18, 3), np.float32)
-    pts = {0: (96, 30), 1: (96, 60), 2: (70, 60), 5: (122, 60), 8: (80, 140), 11: (112, 140), 3: (60, 100), 4: (55, 130)}
+    pts = {0: (96, 30), 1: (96, 60), 2: (70, 60), 5: (122, 60), 8: (80, 140), 11: (112, 140), 3: (60, 100),
+           4: (55, 130)}
     for j, (x, y) in pts.items():
         kp[j] = [x, y, 0.9]
     img = render_pose(kp, "openpose18", h, w, 0.3)

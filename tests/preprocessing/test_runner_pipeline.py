@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from anycharv.assets import asset_path
+from anycharv.executor import BACKENDS, PipelineError
 from anycharv.preprocessing.finalize import DONE_NAME, OutputLayout
 from anycharv.preprocessing.manifest import FIXED_COLUMNS, timing_columns, write_manifest
-from anycharv.executor import BACKENDS, PipelineError
 from anycharv.preprocessing.runner import run_pipeline
 from anycharv.preprocessing.runtime import RuntimeConfig
 
@@ -240,7 +240,8 @@ def test_runner_settings_change_reruns_only_the_stages_it_affects(ray_local, run
     out = tmp_path / "out"
 
     def processed(stage):
-        return [cid for c in toys.read_calls(calls) if c["kind"] == "process" and c["stage"] == stage for cid in c["clips"]]
+        calls_of = [c for c in toys.read_calls(calls) if c["kind"] == "process" and c["stage"] == stage]
+        return [cid for c in calls_of for cid in c["clips"]]
 
     first, table1 = run(videos, out, toys.ToyConfig(calls_dir=str(calls)))
     assert len(processed("framestats")) == 6 and len(processed("lumafilter")) == 6
@@ -301,27 +302,3 @@ def test_runner_byte_identical_inputs_are_planned_once_under_one_name(ray_local,
     assert [r["source"] for r in records] == [kept]  # the input record names the same file as the rows
     again, table2 = run([str(tmp_path / "b.mp4"), str(tmp_path / "a.mp4")], out, cfg)
     assert again.duplicates == summary.duplicates and stable(table2) == stable(table)
-
-
-from anycharv.executor.stage import Stage, StageResources  # noqa: E402
-
-
-class _Res(Stage):
-    def __init__(self, name, cpus, gpus=0.0):
-        super().__init__()
-        self.name, self.resources = name, StageResources(cpus=cpus, gpus=gpus)
-
-
-def test_runner_fits_actor_reservations_into_the_cluster():
-    from anycharv.executor.resources import fit_resources
-
-    stages = [_Res("decode", 1), _Res("detect", 1, 0.5), _Res("mask", 2, 1.0)]
-    # Enough room: requests are kept as declared.
-    assert fit_resources(stages, RuntimeConfig(), {"CPU": 8, "GPU": 2}) == [(1, 1.0, 0.0), (1, 1.0, 0.5), (1, 2.0, 1.0)]
-    # Too many workers for 2 CPUs / 1 GPU: scaled by one factor so every actor can start.
-    fitted = fit_resources(stages, RuntimeConfig(num_workers=2, stage_workers={"mask": 1}), {"CPU": 2, "GPU": 1})
-    assert [w for w, _, _ in fitted] == [2, 2, 1]
-    assert sum(w * c for w, c, _ in fitted) <= 2 and sum(w * g for w, _, g in fitted) <= 1
-    assert fitted[0][1] == pytest.approx(2 / 6, abs=1e-3) and fitted[2][2] == pytest.approx(0.5)
-    # No GPU in the cluster: GPU stages still get CPU actors.
-    assert [g for _, _, g in fit_resources(stages, RuntimeConfig(), {"CPU": 4})] == [0.0, 0.0, 0.0]

@@ -5,7 +5,7 @@ Prefect's own temporary server is a child in the caller's process group: Ctrl-C 
 minutes retrying to report its state to a dead API. This one runs in its own session, so a signal
 meant for the run does not reach it; it dies with its parent (PR_SET_PDEATHSIG on Linux) and is
 stopped at exit. It is the same server Prefect would start (uvicorn on the Prefect app, loopback,
-no UI, on the database under PREFECT_HOME). Prefect itself is not imported here.
+no UI, on the database under PREFECT_HOME).
 """
 
 from __future__ import annotations
@@ -110,6 +110,18 @@ class TemporaryApi:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def ensure_api(timeout_s: float) -> TemporaryApi | None:
+    """Start a temporary API unless one is configured (PREFECT_API_URL in the environment, in the
+    active profile, or set by a test harness); returns it, or None."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return None
+    return use_temporary_api(timeout_s)
 
 
 def use_temporary_api(timeout_s: float) -> TemporaryApi:
