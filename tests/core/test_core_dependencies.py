@@ -23,7 +23,8 @@ INDIRECT = {
     "lap": "ultralytics' ByteTrack/BoT-SORT trackers import it",
     "webdataset": "latent-cache shards, written and read by the next issue's code",
 }
-INDIRECT_TEST = {"pytest-timeout": "pytest plugin behind `timeout` in [tool.pytest.ini_options]"}
+INDIRECT_TEST = {"pytest-timeout": "pytest plugin behind `timeout` in [tool.pytest.ini_options]",
+                 "ruff": "the linter `make lint` runs (a command, never imported)"}
 
 
 def _norm(name: str) -> str:
