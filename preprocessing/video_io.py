@@ -54,8 +54,8 @@ def processing_size(src_w: int, src_h: int, short_side: int, multiple: int = 64,
 
 
 # Leading bytes of common video containers: such a file that fails to open is damaged, not "not a video".
-_VIDEO_MAGIC = ((4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (0, b"RIFF"), (0, b"OggS"), (0, b"FLV"), (0,
-                                                                                                  b"\x00\x00\x01\xba"))
+_VIDEO_MAGIC = ((4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (0, b"RIFF"), (0, b"OggS"), (0, b"FLV"),
+                (0, b"\x00\x00\x01\xba"))
 
 
 def _looks_like_video(path: str) -> bool:

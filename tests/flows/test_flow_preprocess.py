@@ -147,8 +147,8 @@ def test_flow_settings_changes_rerun_only_the_stages_they_affect(flow_run):
 
     rows, runs = rerun("filter.min_kp_conf=0.31")
     assert set(rows).isdisjoint(before)  # another config: other clip ids
-    assert runs["detect_track"] == (0, 4) and runs["fine_mask"] == (0, reached_mask) and runs["pose"] == (0,
-                                                                                                          reached_mask)
+    assert runs["detect_track"] == (0, 4)
+    assert runs["fine_mask"] == (0, reached_mask) and runs["pose"] == (0, reached_mask)
     assert runs["filter_people"][1] == 0 and runs["filter_people"][0] >= reached_mask
     assert runs["filter"] == (reached_mask, 0)
     assert sorted(r["stat_mean_box_area"] for r in rows.values()) == sorted(
