@@ -52,7 +52,7 @@ def main() -> int:
 
     table = pq.read_table(manifest).to_pylist()
     ok = [r for r in table if r["status"] == "ok"]
-    previews = sorted((out / "preprocess").rglob("preview*.png"))
+    previews = sorted((out / "preprocess" / "clips").glob("*/preview*.png"))  # the published clips only
     summary = {
         "manifest": str(manifest),
         "clips_ok": len(ok),
@@ -64,7 +64,7 @@ def main() -> int:
     (out / "demo-summary.json").write_text(json.dumps(summary, indent=2))
     print("\nDemo finished.")
     print(f"  manifest:  {manifest}  ({len(ok)} clips ok, {len(table) - len(ok)} rejected rows)")
-    print(f"  previews:  {len(previews)} PNG files under {out / 'preprocess'}")
+    print(f"  previews:  {len(previews)} PNG files under {out / 'preprocess' / 'clips'}")
     for p in previews[:4]:
         print(f"             {p}")
     if not args.skip_infer:
