@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 from typing import Any
 
 from pydantic import BaseModel
@@ -30,9 +29,6 @@ EXECUTION_FIELDS = frozenset({"device", "gpus", "batch"})
 WEIGHT_FIELDS = frozenset({"weights"})
 # Sections that do not enter the clip id (drawn from the annotations; keyed per stage only).
 DERIVED_SECTIONS = frozenset({"preview"})
-
-_identity_cache: dict[tuple[str, int, int], str] = {}
-_identity_lock = threading.Lock()
 
 
 def short_hash(payload: Any, length: int = 16) -> str:
@@ -53,17 +49,9 @@ def weights_identity(spec: str) -> str:
         files = sorted(f for f in os.listdir(spec) if os.path.isfile(os.path.join(spec, f)))
         return "dir:" + short_hash({f: weights_identity(os.path.join(spec, f)) for f in files})
     if os.path.isfile(spec):
-        from anycharv.hashing import sha256_file
+        from anycharv.hashing import sha256_file_cached
 
-        st = os.stat(spec)
-        key = (os.path.abspath(spec), st.st_mtime_ns, st.st_size)
-        with _identity_lock:
-            cached = _identity_cache.get(key)
-        if cached is None:
-            cached = "sha256:" + sha256_file(spec)
-            with _identity_lock:
-                _identity_cache[key] = cached
-        return cached
+        return "sha256:" + sha256_file_cached(spec)
     return "spec:" + spec
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 
 from anycharv.errors import InputError
-from anycharv.hashing import sha256_file
+from anycharv.hashing import sha256_file_cached
 from anycharv.preprocessing.config import PreprocessConfig
 from anycharv.preprocessing.keys import content_hash, frames_key
 from anycharv.preprocessing.records import ClipTask
@@ -21,25 +20,15 @@ from anycharv.preprocessing.shot_cuts import detect_shot_cuts, shot_ranges, spli
 from anycharv.preprocessing.video_io import VideoInfo, probe_video, processing_size, read_grey_thumbnails
 
 CLIP_ID_LEN = 20
-_digest_cache: dict[tuple[str, int, int], str] = {}
-_digest_lock = threading.Lock()
 
 
 def source_digest(path: str) -> str:
     """sha256 of the file's bytes (streamed), cached per (absolute path, mtime, size)."""
     path = os.path.abspath(str(path))
     try:
-        st = os.stat(path)
+        return sha256_file_cached(path)
     except OSError as exc:
         raise InputError(path, f"cannot stat ({exc})", code="not_found") from exc
-    key = (path, st.st_mtime_ns, st.st_size)
-    with _digest_lock:
-        if key in _digest_cache:
-            return _digest_cache[key]
-    digest = sha256_file(path)
-    with _digest_lock:
-        _digest_cache[key] = digest
-    return digest
 
 
 def clip_id(digest: str, start: int, end: int, cfg_hash: str) -> str:
