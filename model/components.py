@@ -41,31 +41,78 @@ def load_components(weights: str | None = None, *, preset: str | None = None, va
     return components
 
 
-def _load_component_folders(root: Path, vae: str | None, image_encoder: str | None) -> dict[str, Any]:
-    from diffusers import AutoencoderKL
-    from transformers import CLIPVisionModelWithProjection
+ENCODERS = ("vae", "image_encoder")
 
+
+def load_encoders(weights: str | None = None, *, preset: str | None = None, vae: str | None = None,
+                  image_encoder: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Only the frozen encoders {"vae", "image_encoder"}, without the UNets (what the latent cache
+    needs): the tiny preset's (the same as ``load_components(preset="tiny")`` builds), explicit
+    folders, ``vae/`` + ``image_encoder/`` subfolders of ``weights`` (our component folders or
+    sd-image-variations-diffusers), or an official release's fixture files."""
+    from anycharv.errors import InputError, WeightsError
+
+    if preset is not None:
+        components = load_components(preset=preset, seed=seed)
+        return {name: components[name] for name in ENCODERS}
+    found: dict[str, Any] = {}
+    root = Path(weights).expanduser() if weights else None
+    for name, explicit in (("vae", vae), ("image_encoder", image_encoder)):
+        folder = Path(explicit).expanduser() if explicit else (root / name if root is not None else None)
+        if folder is not None and (folder / "config.json").is_file():
+            found[name] = _from_pretrained(name, folder)
+        elif explicit:
+            raise InputError(f"--{name.replace('_', '-')} {explicit}", "no config.json in this folder")
+    if weights and any(name not in found for name in ENCODERS):
+        from anycharv.model.official import load_official_encoders
+
+        found = {**load_official_encoders(weights), **found}
+    missing = [name for name in ENCODERS if name not in found]
+    if missing:
+        flags = " and ".join(f"--{m.replace('_', '-')}" for m in missing)
+        raise WeightsError(f"{weights or 'no --weights'}: no {', '.join(missing)} found; pass {flags} (e.g. the "
+                           "sd-vae-ft-mse and sd-image-variations-diffusers/image_encoder folders) or --preset tiny")
+    return {name: found[name].eval() for name in ENCODERS}
+
+
+def _from_pretrained(name: str, path: Path):
+    """Component ``name`` from a diffusers/transformers folder; WeightsError naming the folder."""
     from anycharv.errors import WeightsError
+
+    cls = _component_class(name)
+    try:
+        return cls.from_pretrained(str(path)).eval()
+    except Exception as exc:
+        raise WeightsError(f"{path}: cannot load {cls.__name__} ({exc})") from exc
+
+
+def _component_class(name: str):
+    if name == "vae":
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL
+    if name == "image_encoder":
+        from transformers import CLIPVisionModelWithProjection
+
+        return CLIPVisionModelWithProjection
     from anycharv.model.denoising_unet import DenoisingUNet3D
     from anycharv.model.pose_guider import PoseGuider
     from anycharv.model.reference_unet import ReferenceUNet2D
 
-    loaders = {"reference_unet": ReferenceUNet2D, "denoising_unet": DenoisingUNet3D, "pose_guider": PoseGuider,
-               "vae": AutoencoderKL, "image_encoder": CLIPVisionModelWithProjection}
-    paths = {name: root / name for name in loaders}
+    return {"reference_unet": ReferenceUNet2D, "denoising_unet": DenoisingUNet3D, "pose_guider": PoseGuider}[name]
+
+
+def _load_component_folders(root: Path, vae: str | None, image_encoder: str | None) -> dict[str, Any]:
+    paths = {name: root / name for name in ("reference_unet", "denoising_unet", "pose_guider", *ENCODERS)}
     if vae:
         paths["vae"] = Path(vae)
     if image_encoder:
         paths["image_encoder"] = Path(image_encoder)
     components = {}
-    for name, cls in loaders.items():
-        path = paths[name]
-        if name in ("vae", "image_encoder") and not (path / "config.json").is_file():
+    for name, path in paths.items():
+        if name in ENCODERS and not (path / "config.json").is_file():
             continue
-        try:
-            components[name] = cls.from_pretrained(str(path)).eval()
-        except Exception as exc:
-            raise WeightsError(f"{path}: cannot load {cls.__name__} ({exc})") from exc
+        components[name] = _from_pretrained(name, path)
     return components
 
 

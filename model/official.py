@@ -257,3 +257,10 @@ def load_official_components(src: str | Path, *, vae: str | Path | None = None,
         if torch_dtype is not None:
             model.to(dtype=torch_dtype)
     return components
+
+
+def load_official_encoders(src: str | Path) -> dict[str, nn.Module]:
+    """The "vae" and "image_encoder" an official-layout folder (or hub id) holds, without its UNets."""
+    layout = OfficialLayout(_resolve(src))
+    found = {"vae": _fixture_vae(layout), "image_encoder": _fixture_image_encoder(layout)}
+    return {name: model.eval() for name, model in found.items() if model is not None}

@@ -3,9 +3,8 @@
 Backends:
 - ``isnet``: the ISNet ONNX segmenter on a crop around the box (enlarged by ``crop_margin``),
   resized to a square ``mask.size`` input, so small people get the model's full resolution. The
-  released graph has its 1024x1024 size baked into every Resize node; for any other input size the
-  graph is rewritten once at load time to resize by *scale* instead, which is exact for sizes that
-  are multiples of 128.
+  graph is rewritten once at load time where needed (``isnet_graph``): fp32 on CPU, and resizing by
+  scale for any input size but the native 1024.
 
   ``mask.fit_crop`` (opt-in) sizes the input to the crop instead: its long side rounded up to a
   multiple of 128, at most ``mask.size`` (``isnet_input_size``); the time falls with the input's
@@ -32,8 +31,8 @@ import numpy as np
 from anycharv.boxes import boxes_to_masks
 from anycharv.devices import pick_device
 from anycharv.preprocessing.config import MaskConfig, resolve_weights
+from anycharv.preprocessing.isnet_graph import ISNET_NATIVE, isnet_graph
 
-ISNET_NATIVE = 1024
 ISNET_STEP = 128  # input sides the rewritten graph takes exactly
 
 
@@ -72,45 +71,6 @@ def ort_session(model, device):
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     return ort.InferenceSession(model, opts, providers=onnx_providers(device))
-
-
-def isnet_resizable(model_path: str) -> bytes:
-    """The ISNet graph with size-valued Resize nodes turned into scale-valued ones and free H, W."""
-    import onnx
-    from onnx import numpy_helper, shape_inference
-
-    model = onnx.load(model_path)
-    inferred = shape_inference.infer_shapes(model)
-    shapes = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-        if dims and all(dims):
-            shapes[vi.name] = dims
-    inits = {i.name: i for i in model.graph.initializer}
-    replaced = set()
-    for node in model.graph.node:
-        if node.op_type != "Resize" or len(node.input) < 4 or node.input[3] not in inits:
-            continue
-        sizes = numpy_helper.to_array(inits[node.input[3]]).astype(np.float64)
-        src = shapes.get(node.input[0])
-        if src is None:
-            raise ValueError(f"{model_path}: cannot infer the input shape of Resize node {node.name}")
-        scales = (sizes / np.asarray(src, np.float64)).astype(np.float32)
-        name = f"{node.name}_scales"
-        model.graph.initializer.append(numpy_helper.from_array(scales, name))
-        replaced.add(node.input[3])
-        del node.input[3]
-        node.input[2] = name
-    still_used = {i for node in model.graph.node for i in node.input}
-    for name in replaced - still_used:
-        model.graph.initializer.remove(inits[name])
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    dims[2].dim_param, dims[3].dim_param = "height", "width"
-    for k, out in enumerate(model.graph.output):
-        for j, d in enumerate(out.type.tensor_type.shape.dim[2:]):
-            d.dim_param = f"out{k}_{j}"
-    del model.graph.value_info[:]
-    return model.SerializeToString()
 
 
 def crop_box(box: np.ndarray, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
@@ -166,8 +126,9 @@ class IsnetMasker(_BoxMasker):
     def __init__(self, cfg: MaskConfig):
         self.cfg = cfg
         path = resolve_weights(cfg.weights)
-        model = path if cfg.size == ISNET_NATIVE and not cfg.fit_crop else isnet_resizable(path)
-        self.session = ort_session(model, pick_device(cfg.device))
+        device = pick_device(cfg.device)
+        resizable = cfg.size != ISNET_NATIVE or cfg.fit_crop
+        self.session = ort_session(isnet_graph(path, device.type, resizable), device)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 

@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from anycharv.model.pose_render import BODY
+
 # OpenPose-18 body index -> COCO-17 index (neck, index 1, is the shoulder midpoint).
 OPENPOSE_FROM_COCO = [0, -1, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3]
 LAYOUTS = {"openpose18": 18, "dwpose134": 134}
-# Slices of each part inside dwpose134.
-BODY = slice(0, 18)
-FEET = slice(18, 24)
-FACE = slice(24, 92)
-LEFT_HAND = slice(92, 113)
-RIGHT_HAND = slice(113, 134)
 
 
 def coco_to_openpose(coco: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from anycharv.preprocessing.pose_render import render_pose
+from anycharv.model.pose_render import render_pose
 
 MASK_TINT = np.array([0, 160, 255], np.float32)
 

@@ -41,7 +41,8 @@ def _leftovers(folder: Path) -> list[str]:
 
 def test_registry_entries_are_consistent():
     assert set(ASSETS) == {
-        "yolo11n-pose.pt", "isnet.onnx", "sports2d_demo.mp4", "pose2sim_cam01.mp4", "pose2sim_cam02.mp4",
+        "yolo11n-pose.pt", "isnet.onnx", "isnet-fp16.onnx", "sports2d_demo.mp4", "pose2sim_cam01.mp4",
+        "pose2sim_cam02.mp4",
         "astronaut.png", "grace_hopper.jpg", "bus.jpg", "zidane.jpg",
     }
     for name, a in ASSETS.items():

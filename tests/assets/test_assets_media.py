@@ -19,7 +19,7 @@ IMAGES = {"astronaut.png": (512, 512), "grace_hopper.jpg": (512, 600), "bus.jpg"
 
 
 def test_every_asset_is_covered_here():
-    covered = set(VIDEOS) | set(IMAGES) | {"isnet.onnx", "yolo11n-pose.pt"}
+    covered = set(VIDEOS) | set(IMAGES) | {"isnet.onnx", "isnet-fp16.onnx", "yolo11n-pose.pt"}
     assert covered == set(ASSETS)
     assert {n for n, a in ASSETS.items() if a.kind == "video"} == set(VIDEOS)
     assert {n for n, a in ASSETS.items() if a.kind == "image"} == set(IMAGES)

@@ -16,8 +16,9 @@ ALLOWED = {
     "datasets": {"core", "model"},
     "preprocessing": {"core", "model", "datasets"},
     "inference": {"core", "model", "datasets", "preprocessing"},
-    "training": {"core", "model", "datasets", "preprocessing"},
-    "flows": {"core", "model", "datasets", "preprocessing", "inference", "training"},
+    "latent_cache": {"core", "model", "datasets", "preprocessing"},
+    "training": {"core", "model", "datasets", "preprocessing", "latent_cache"},
+    "flows": {"core", "model", "datasets", "preprocessing", "inference", "latent_cache", "training"},
 }
 PACKAGE_OF = {"anycharv." + name: name for name in ALLOWED if name != "core"}
 # The command line sits on top of everything: it parses arguments and calls flows and APIs.

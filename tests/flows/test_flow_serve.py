@@ -1,12 +1,13 @@
-"""The served deployment exposes the typed config as a form schema and carries the schedule."""
+"""The served deployments expose the typed configs as form schemas; preprocessing carries the schedule."""
 
 from __future__ import annotations
 
 from anycharv.flows.serve import build_deployments
 
 
-def test_preprocess_deployment_schema_and_schedule(tmp_path):
-    (deployment,) = build_deployments(cron="0 3 * * *", inputs=[str(tmp_path / "*.mp4")], output=str(tmp_path / "out"))
+def test_deployments_have_typed_forms_and_the_schedule(tmp_path):
+    deployment, cache = build_deployments(cron="0 3 * * *", inputs=[str(tmp_path / "*.mp4")],
+                                          output=str(tmp_path / "out"))
     assert deployment.name == "preprocess"
     schema = deployment._parameter_openapi_schema.model_dump() if hasattr(
         deployment._parameter_openapi_schema, "model_dump") else dict(deployment._parameter_openapi_schema)
@@ -19,3 +20,10 @@ def test_preprocess_deployment_schema_and_schedule(tmp_path):
     assert definitions["DecodeConfig"]["properties"]["short_side"]["type"] == "integer"
     assert deployment.parameters["inputs"] == [str(tmp_path / "*.mp4")]
     assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * *"]
+    assert cache.name == "cache_latents" and not cache.schedules
+    cache_schema = cache._parameter_openapi_schema.model_dump() if hasattr(
+        cache._parameter_openapi_schema, "model_dump") else dict(cache._parameter_openapi_schema)
+    assert {"input", "output", "weights", "preset", "config"} <= set(cache_schema["properties"])
+    cache_defs = cache_schema.get("definitions", {})
+    assert {"cache", "runtime"} <= set(cache_defs["CacheJob"]["properties"])
+    assert cache_defs["CacheConfig"]["properties"]["mask_variants"]["type"] == "integer"

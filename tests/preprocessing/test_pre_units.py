@@ -11,11 +11,11 @@ import pytest
 
 from anycharv.config import load_config
 from anycharv.errors import ConfigError
+from anycharv.model.pose_render import JOINT_COLORS, render_pose
 from anycharv.preprocessing import annotations as ann
 from anycharv.preprocessing.config import FilterConfig, PreprocessConfig
 from anycharv.preprocessing.filter import check_clip, check_people
 from anycharv.preprocessing.pose import coco_to_openpose, wholebody_to_dwpose134
-from anycharv.preprocessing.pose_render import JOINT_COLORS, render_pose
 from anycharv.preprocessing.shot_cuts import detect_shot_cuts, shot_ranges, split_windows
 from anycharv.preprocessing.video_io import processing_size
 

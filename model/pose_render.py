@@ -11,7 +11,12 @@ import math
 
 import numpy as np
 
-from anycharv.preprocessing.pose import BODY, FACE, LEFT_HAND, RIGHT_HAND
+# Parts of the ``dwpose134`` keypoint layout (``openpose18`` is its first 18 points); the layouts
+# are described in ``anycharv.preprocessing.pose``.
+BODY = slice(0, 18)
+FACE = slice(24, 92)
+LEFT_HAND = slice(92, 113)
+RIGHT_HAND = slice(113, 134)
 
 JOINT_COLORS = [
     (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),

@@ -1,0 +1,33 @@
+"""What identifies the encoders a cache was made with, computed on the driver without loading them:
+the tiny preset by name and seed, weights by the content of their files (so a copied folder at
+another path is the same identity, and a changed file is not)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from anycharv.hashing import sha256_file_cached
+from anycharv.latent_cache.config import EncoderSource
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".json")
+
+
+def _folder_digest(folder: Path) -> str:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.relative_to(folder)}:{sha256_file_cached(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def encoder_identity(source: EncoderSource, seed: int = 0) -> dict:
+    if source.preset:
+        return {"preset": source.preset, "seed": seed}
+    out = {}
+    for name in ("weights", "vae", "image_encoder"):
+        value = getattr(source, name)
+        if value:
+            path = Path(value).expanduser()
+            out[name] = _folder_digest(path) if path.is_dir() else f"hub:{value}"
+    return out
