@@ -112,7 +112,7 @@ def run_cache(job: CacheJob, input_dir: str, output_dir: str, source: EncoderSou
     summary.splits = dict(Counter(r["split"] for r in rows))
     summary.buckets = dict(Counter(r["bucket"] for r in rows))
     if summary.encoded and summary.encode_s > 0:
-        summary.clips_per_s = round(summary.encoded / summary.encode_s, 3)
+        summary.clips_per_s = round(summary.encoded / summary.encode_s, 5)
         summary.frames_per_s = round(sum(r["num_frames"] for r in encoded) / summary.encode_s, 3)
     unfinished = {t.shard for t, s in zip(tasks, states) if not s or s.get("reason") in RETRY_REASONS}
     unfinished -= {r["shard"] for r in rows}
