@@ -137,6 +137,18 @@ def load_config(model_cls: type[M], path: str | Path | None = None, overrides: I
         raise ConfigError(format_validation_error(exc, source)) from exc
 
 
+def load_job_config(model_cls: type[M], default_name: str, path: str | Path | None, overrides: Iterable[str],
+                    ray_address: str | None = None) -> M:
+    """A job config (a model with a ``runtime`` section): ``path``, else ``configs/<default_name>``
+    when it exists, plus overrides; ``ray_address`` (a CLI flag) wins over the file."""
+    if path is None and (CONFIG_DIR / default_name).is_file():
+        path = str(CONFIG_DIR / default_name)
+    job = load_config(model_cls, path, overrides)
+    if ray_address:
+        job.runtime.ray_address = ray_address
+    return job
+
+
 def dump_config(cfg: BaseModel, path: str | Path) -> None:
     """Write a config back to YAML (used to record what a run used next to its outputs)."""
     Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

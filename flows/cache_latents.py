@@ -13,8 +13,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from anycharv.errors import AnyCharVError
 from anycharv.flows.artifacts import thumbnail_data_uri
+from anycharv.flows.retry_policy import retry_unless_user_error
 from anycharv.latent_cache.config import CacheJob, EncoderSource
 from anycharv.latent_cache.layout import CacheLayout
 from anycharv.latent_cache.runner import run_cache
@@ -24,17 +24,7 @@ COUNT_KEYS = ("clips", "encoded", "reused", "samples", "shards", "shards_written
               "clips_per_s", "frames_per_s", "encode_s", "total_s")
 
 
-def _retry_unless_user_error(task, task_run, state) -> bool:
-    try:
-        state.result()
-    except AnyCharVError:
-        return False
-    except Exception:
-        return True
-    return False
-
-
-@task(name="encode-clips", retries=1, retry_delay_seconds=5, retry_condition_fn=_retry_unless_user_error,
+@task(name="encode-clips", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error,
       cache_policy=NONE, persist_result=False)
 def encode_clips(input: str, output: str, source: EncoderSource, config: CacheJob) -> dict[str, Any]:
     from dataclasses import asdict

@@ -17,8 +17,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from anycharv.atomic import atomic_write_bytes
-from anycharv.errors import AnyCharVError
 from anycharv.flows.artifacts import publish_artifacts, write_summary_file
+from anycharv.flows.retry_policy import retry_unless_user_error
 from anycharv.output_paths import check_output_dir
 from anycharv.preprocessing.finalize import OutputLayout
 from anycharv.preprocessing.inputs import require_inputs
@@ -27,18 +27,7 @@ from anycharv.preprocessing.runner import run_pipeline
 from anycharv.preprocessing.runtime import PreprocessJob
 
 
-def _retry_unless_user_error(task, task_run, state) -> bool:
-    """Retry transient failures; a config/input/setup error would only fail again."""
-    try:
-        state.result()
-    except AnyCharVError:
-        return False
-    except Exception:
-        return True
-    return False
-
-
-@task(name="list-inputs", retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_unless_user_error,
+@task(name="list-inputs", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error,
       cache_policy=NONE, persist_result=False)
 def list_inputs(inputs: list[str]) -> list[str]:
     """Expand globs and folders into absolute file paths (missing ones are kept, to be reported); no
@@ -48,7 +37,7 @@ def list_inputs(inputs: list[str]) -> list[str]:
     return sources
 
 
-@task(name="run-clip-pipeline", retries=1, retry_delay_seconds=5, retry_condition_fn=_retry_unless_user_error,
+@task(name="run-clip-pipeline", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error,
       cache_policy=NONE, persist_result=False)
 def run_clip_pipeline(sources: list[str], output: str, config: PreprocessJob) -> dict[str, Any]:
     """All clip stages on Ray; returns the run's counts and timings."""

@@ -36,16 +36,10 @@ def register(subparsers) -> None:
 
 
 def load_job(config: str | None, overrides: list[str], ray_address: str | None = None):
-    from anycharv.config import CONFIG_DIR, load_config
+    from anycharv.config import load_job_config
     from anycharv.latent_cache.config import CacheJob
 
-    path = config
-    if path is None and (CONFIG_DIR / DEFAULT_CONFIG).is_file():
-        path = str(CONFIG_DIR / DEFAULT_CONFIG)
-    job = load_config(CacheJob, path, overrides)
-    if ray_address:
-        job.runtime.ray_address = ray_address
-    return job
+    return load_job_config(CacheJob, DEFAULT_CONFIG, config, overrides, ray_address)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -52,16 +52,10 @@ def _prefect_defaults() -> None:
 
 def load_job(config: str | None, overrides: list[str], ray_address: str | None = None):
     """The typed job from the YAML file plus overrides; errors name the bad key or value."""
-    from anycharv.config import CONFIG_DIR, load_config
+    from anycharv.config import load_job_config
     from anycharv.preprocessing.runtime import PreprocessJob
 
-    path = config
-    if path is None and (CONFIG_DIR / DEFAULT_CONFIG).is_file():
-        path = str(CONFIG_DIR / DEFAULT_CONFIG)
-    job = load_config(PreprocessJob, path, overrides)
-    if ray_address:
-        job.runtime.ray_address = ray_address
-    return job
+    return load_job_config(PreprocessJob, DEFAULT_CONFIG, config, overrides, ray_address)
 
 
 def garbage_collect(output: str, remove: bool) -> int:

@@ -3,7 +3,6 @@ skip the sample, count it per reason and log one warning for it."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -17,17 +16,7 @@ from anycharv.datasets.stage1 import Stage1ImageDataset, Stage1VideoDataset
 from anycharv.datasets.stage2 import Stage2Dataset
 from anycharv.errors import InputError
 
-
-def _load_fixtures():
-    name = "anycharv_test_cache_fixtures"  # registered: dataclasses look their module up
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("cache_fixtures.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-fx = _load_fixtures()
+fx = sys.modules["anycharv_test_cache_fixtures"]  # registered by conftest.py
 ALL = {f"clip{i:02d}" for i in range(6)}
 
 

@@ -3,9 +3,7 @@ values encode clip, frame and mask variant, see cache_fixtures.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,17 +16,7 @@ from anycharv.datasets.stage2 import Stage2Dataset
 from anycharv.errors import InputError
 from anycharv.model.pose_render import render_pose
 
-
-def _load_fixtures():
-    name = "anycharv_test_cache_fixtures"  # registered: dataclasses look their module up
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("cache_fixtures.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-fx = _load_fixtures()
+fx = sys.modules["anycharv_test_cache_fixtures"]  # registered by conftest.py
 F, H, W, D = 10, 64, 64, 16
 h, w = H // 8, W // 8
 

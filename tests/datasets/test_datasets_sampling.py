@@ -3,7 +3,6 @@ epoch, and the resampled webdataset stream; through real DataLoader worker proce
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections import Counter
 from pathlib import Path
@@ -17,17 +16,7 @@ from anycharv.datasets.stage1 import Stage1ImageDataset, Stage1VideoDataset
 from anycharv.datasets.stage2 import Stage2Dataset
 from anycharv.errors import InputError
 
-
-def _load_fixtures():
-    name = "anycharv_test_cache_fixtures"  # registered: dataclasses look their module up
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("cache_fixtures.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-fx = _load_fixtures()
+fx = sys.modules["anycharv_test_cache_fixtures"]  # registered by conftest.py
 
 NUM_CLIPS = 7  # odd: 2 ranks x 2 workers do not divide it
 

@@ -3,7 +3,6 @@ names ``<key>.<field>`` with a key without dots and an extension the codec knows
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import sys
@@ -17,17 +16,7 @@ import webdataset as wds
 from anycharv.datasets import schema
 from anycharv.datasets.shard_index import read_index
 
-
-def _load_fixtures():
-    name = "anycharv_test_cache_fixtures"  # registered: dataclasses look their module up
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("cache_fixtures.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-fx = _load_fixtures()
+fx = sys.modules["anycharv_test_cache_fixtures"]  # registered by conftest.py
 EXTENSIONS = {"npy", "json", "png"}
 
 
