@@ -12,7 +12,7 @@ import numpy as np
 
 from anycharv.errors import InputError
 
-__all__ = ["boxes_to_masks", "pad_boxes"]
+__all__ = ["boxes_to_masks", "fill_missing_boxes", "pad_boxes"]
 
 
 def boxes_to_masks(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -44,3 +44,13 @@ def pad_boxes(boxes: np.ndarray, pad: float, width: int, height: int) -> np.ndar
     b[:, 1] -= pad * bh
     b[:, 3] += pad * bh
     return np.clip(b, 0, [width, height, width, height]).astype(np.float32)
+
+
+def fill_missing_boxes(boxes: np.ndarray, where: str) -> np.ndarray:
+    """NaN rows (frames where the tracker lost the character) interpolated from the known ones."""
+    boxes = np.asarray(boxes, np.float64)
+    known = np.flatnonzero(np.isfinite(boxes).all(axis=1))
+    if not len(known):
+        raise InputError(where, "the character's box is missing in every frame", code="no_box")
+    grid = np.arange(len(boxes))
+    return np.stack([np.interp(grid, known, boxes[known, k]) for k in range(4)], axis=1).astype(np.float32)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from anycharv.boxes import boxes_to_masks, pad_boxes
+from anycharv.boxes import boxes_to_masks, fill_missing_boxes, pad_boxes
 from anycharv.errors import InputError
 from anycharv.preprocessing.config import PreprocessConfig
 from anycharv.preprocessing.detect_track import PersonTracker, choose_main_track, keep_torch_threads, make_tracker
@@ -110,11 +110,10 @@ def track_people(frames: np.ndarray, tracker: PersonTracker) -> dict[int, dict[i
 def fill_box_gaps(per_frame: dict[int, np.ndarray], num_frames: int) -> np.ndarray:
     """(F,4) boxes of one track: linear interpolation across frames where the tracker lost the
     person, and the nearest known box before the first / after the last detection."""
-    known = np.array(sorted(per_frame), dtype=np.int64)
-    values = np.stack([per_frame[int(i)] for i in known]).astype(np.float64)
-    grid = np.arange(num_frames)
-    out = np.stack([np.interp(grid, known, values[:, k]) for k in range(4)], axis=1)
-    return out.astype(np.float32)
+    boxes = np.full((num_frames, 4), np.nan)
+    for i, box in per_frame.items():
+        boxes[int(i)] = box
+    return fill_missing_boxes(boxes, "track")
 
 
 def _scale_boxes(boxes: np.ndarray, sx: float, sy: float) -> np.ndarray:

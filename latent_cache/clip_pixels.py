@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anycharv.boxes import boxes_to_masks, pad_boxes
+from anycharv.boxes import boxes_to_masks, fill_missing_boxes, pad_boxes
 from anycharv.datasets.augment import KINDS, augment
 from anycharv.errors import InputError
 from anycharv.latent_cache.config import CacheConfig
@@ -44,16 +44,6 @@ class ClipPixels:
 def clip_rng(seed: int, clip_id: str) -> np.random.Generator:
     digest = hashlib.sha256(f"{seed}:{clip_id}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
-def fill_missing_boxes(boxes: np.ndarray, where: str) -> np.ndarray:
-    """NaN rows (frames where the tracker lost the character) interpolated from the known ones."""
-    boxes = np.asarray(boxes, np.float64)
-    known = np.flatnonzero(np.isfinite(boxes).all(axis=1))
-    if not len(known):
-        raise InputError(where, "the character's box is missing in every frame", code="no_box")
-    grid = np.arange(len(boxes))
-    return np.stack([np.interp(grid, known, boxes[known, k]) for k in range(4)], axis=1).astype(np.float32)
 
 
 def crop_window(boxes: np.ndarray, width: int, height: int, aspect: float) -> tuple[int, int, int, int]:

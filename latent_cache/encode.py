@@ -14,20 +14,15 @@ from anycharv.datasets import schema
 from anycharv.datasets.codec import encode_json, encode_npy
 from anycharv.latent_cache.clip_pixels import ClipPixels
 from anycharv.latent_cache.plan import CacheTask
-from anycharv.model.encoders import OFFICIAL_LATENT_SCALE
+from anycharv.model.encoders import OFFICIAL_LATENT_SCALE, clip_image_embeds, module_device_dtype
 from anycharv.model.image_processing import clip_pixel_values, masks_to_latent, pixels_to_tensor
-
-
-def _device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    p = next(module.parameters())
-    return p.device, p.dtype
 
 
 @torch.no_grad()
 def vae_posterior(vae, images: list[np.ndarray], chunk: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """For each (N,H,W,3) uint8 array: (mean, std) of the posterior x the scaling factor, float32
     (N,4,H/8,W/8) each."""
-    device, dtype = _device_dtype(vae)
+    device, dtype = module_device_dtype(vae)
     flat = np.concatenate(images) if len(images) > 1 else images[0]
     means, stds = [], []
     for start in range(0, len(flat), chunk):
@@ -45,10 +40,9 @@ def vae_posterior(vae, images: list[np.ndarray], chunk: int) -> list[tuple[np.nd
 
 @torch.no_grad()
 def clip_embeddings(image_encoder, processor, images: np.ndarray) -> np.ndarray:
-    """(R,H,W,3) uint8 -> (R,1,D) float32 projected CLIP image embeddings."""
-    device, dtype = _device_dtype(image_encoder)
-    pixels = torch.cat([clip_pixel_values(im, processor) for im in images]).to(device, dtype)
-    return image_encoder(pixels).image_embeds.float().cpu().numpy()[:, None, :]
+    """(R,H,W,3) uint8 -> (R,1,D) float32 projected CLIP image embeddings, preprocessed as the pipeline does."""
+    pixels = torch.cat([clip_pixel_values(im, processor) for im in images])
+    return clip_image_embeds(image_encoder, pixels).float().cpu().numpy()
 
 
 def latent_masks(masks: np.ndarray, latent_height: int, latent_width: int) -> np.ndarray:

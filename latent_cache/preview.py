@@ -18,6 +18,7 @@ from anycharv.datasets.codec import decode, encode_png
 from anycharv.datasets.shard_index import read_index
 from anycharv.datasets.shards import read_member
 from anycharv.model.encoders import decode_latents
+from anycharv.model.image_processing import video_to_uint8
 
 
 def _member(sample, field: str):
@@ -27,7 +28,7 @@ def _member(sample, field: str):
 
 def _to_uint8(video: torch.Tensor) -> np.ndarray:
     """(1,3,F,H,W) in [0,1] -> (F,H,W,3) uint8."""
-    return (video[0].permute(1, 2, 3, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    return video_to_uint8(video[0].permute(1, 2, 3, 0), mode="round").numpy()
 
 
 def preview_strip(shards_dir: str | Path, vae, max_frames: int = 4) -> tuple[np.ndarray, dict]:

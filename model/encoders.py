@@ -14,7 +14,7 @@ import torch
 
 from anycharv.model.image_processing import pixels_to_tensor
 
-__all__ = ["OFFICIAL_LATENT_SCALE", "encode_frames", "decode_latents", "clip_image_embeds"]
+__all__ = ["OFFICIAL_LATENT_SCALE", "encode_frames", "decode_latents", "clip_image_embeds", "module_device_dtype"]
 
 OFFICIAL_LATENT_SCALE = 0.18215
 """The official pipeline hard-codes SD's scaling factor for encode and decode."""
@@ -26,7 +26,7 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
-def _module_device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+def module_device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
     p = next(module.parameters())
     return p.device, p.dtype
 
@@ -38,7 +38,7 @@ def encode_frames(vae, frames: np.ndarray, *, scale: float = OFFICIAL_LATENT_SCA
 
     Pixels are converted to [-1,1] per chunk; the latents live on ``device`` (default: the VAE's).
     """
-    vae_device, vae_dtype = _module_device_dtype(vae)
+    vae_device, vae_dtype = module_device_dtype(vae)
     out = []
     for sl in _chunks(len(frames), chunk_size):
         x = pixels_to_tensor(frames[sl], signed=True).to(vae_device, vae_dtype)
@@ -57,7 +57,7 @@ def decode_latents(vae, latents: torch.Tensor, *, scale: float = OFFICIAL_LATENT
     """
     if latents.ndim != 5 or latents.shape[0] != 1:
         raise ValueError(f"latents: expected (1,4,F,h,w), got {tuple(latents.shape)}")
-    vae_device, vae_dtype = _module_device_dtype(vae)
+    vae_device, vae_dtype = module_device_dtype(vae)
     frames = latents[0].permute(1, 0, 2, 3)
     parts = []
     for sl in _chunks(frames.shape[0], chunk_size):
@@ -75,6 +75,6 @@ def decode_latents(vae, latents: torch.Tensor, *, scale: float = OFFICIAL_LATENT
 @torch.no_grad()
 def clip_image_embeds(image_encoder, pixel_values: torch.Tensor) -> torch.Tensor:
     """CLIP input (1,3,S,S) -> projected image embedding as one context token (1,1,D)."""
-    device, dtype = _module_device_dtype(image_encoder)
+    device, dtype = module_device_dtype(image_encoder)
     embeds = image_encoder(pixel_values.to(device, dtype)).image_embeds
     return embeds[:, None, :]
