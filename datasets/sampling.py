@@ -16,8 +16,10 @@ Two modes:
 
 Per-sample randomness (frame, mask variant, posterior noise) comes from a generator seeded by
 (seed, epoch, position), so a run is reproducible for a given seed, world size and worker count.
-Call ``set_epoch`` before each epoch, and do not use ``persistent_workers`` (workers would keep
-the epoch they were started with).
+Each item carries ``sample_seed``, an integer drawn from the same generator after the sample is
+built: training seeds its own per-sample draws (noise, timestep) with it. Call ``set_epoch``
+before each epoch (``resume_at`` to start an ``exact`` epoch after the batches a run already
+took), and do not use ``persistent_workers`` (workers would keep the epoch they were started with).
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
                              code="bad_option")
         self.name, self.reader, self.policy = name, reader, policy
         self.mode, self.uneven, self.seed, self.epoch = mode, uneven, int(seed), 0
+        self.skip_batches, self.skip_batch_size = 0, 1
         self.rank, self.world_size = world(rank, world_size)
         self.samples_per_epoch, self.shuffle_buffer = samples_per_epoch, shuffle_buffer
         self.samples: list[IndexedSample] = []
@@ -176,6 +179,20 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        self.skip_batches = 0
+
+    def resume_at(self, epoch: int, batches: int, batch_size: int) -> None:
+        """Start epoch ``epoch`` after its first ``batches`` batches of ``batch_size`` (``exact`` mode):
+        a DataLoader takes batches from its workers in turn, so worker ``w`` of ``W`` skips the
+        items of batches ``w, w + W, ...``. Skipped samples are not read (a bad one among them is
+        not noticed, so its replacement is not skipped either)."""
+        if self.mode != "exact" and batches:
+            raise InputError(self.name, "resuming inside an epoch needs mode='exact'", code="bad_option")
+        self.epoch, self.skip_batches, self.skip_batch_size = int(epoch), int(batches), int(batch_size)
+
+    def _skipped(self, worker_id: int, num_workers: int) -> int:
+        own = len(range(worker_id, self.skip_batches, num_workers))
+        return own * self.skip_batch_size
 
     # -- subclass hooks ------------------------------------------------------------------------------
     def _fields(self, sample: IndexedSample) -> Sequence[str]:
@@ -209,18 +226,21 @@ class ShardDataset(torch.utils.data.IterableDataset):
     def _load(self, index: int, position: int, attempt: int) -> dict[str, Any] | None:
         rng = np.random.default_rng([self.seed, self.epoch, position, attempt])
         try:
-            return self._build(self.reader.view(self.samples[index]), rng)
+            item = self._build(self.reader.view(self.samples[index]), rng)
         except InputError as exc:
             self.policy.skip(exc)
             return None
+        item["sample_seed"] = int(rng.integers(0, 2**62))
+        return item
 
     def _iter_exact(self, worker_id: int, num_workers: int) -> Iterator[dict[str, Any]]:
         order = epoch_order(len(self.samples), seed=self.seed, epoch=self.epoch, world_size=self.world_size,
                             num_workers=num_workers, uneven=self.uneven, name=self.name)
         positions = slot_positions(len(order), rank=self.rank, world_size=self.world_size, worker=worker_id,
                                    num_workers=num_workers)
+        skip = self._skipped(worker_id, num_workers)
         if self.uneven == "none":
-            for pos in positions:
+            for pos in positions[skip:]:
                 item = self._load(int(order[pos]), pos, 0)
                 if item is not None:
                     yield item
@@ -228,7 +248,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         # pad/drop promise equal counts: a bad sample is replaced by the next good one of the slot.
         target, distinct = len(positions), {int(order[p]) for p in positions}
         bad: set[int] = set()
-        produced = tried = 0
+        produced = tried = min(skip, target)
         while produced < target:
             pos = positions[tried % target]
             index, attempt = int(order[pos]), tried // target
@@ -286,5 +306,6 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 guard.failed()
                 continue
             guard.ok()
+            item["sample_seed"] = int(rng.integers(0, 2**62))
             yield item
 

@@ -1,4 +1,5 @@
-"""Packing finished samples into shards on the driver, as soon as a shard's clips are all done.
+"""Packing finished samples into shards on the driver, as soon as a shard's clips are all done
+(the latent cache's ``stage1`` set and the self-boost job's ``selfboost`` set share it).
 
 A shard is complete when each of its clips is encoded or rejected for a reason of its own data; a
 clip rejected by the machinery (``stage_error``, ``worker_error``) leaves its shard unwritten, so
@@ -11,13 +12,29 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
+from typing import Protocol, Sequence
 
 from anycharv.atomic import atomic_write_json
 from anycharv.datasets import schema
 from anycharv.datasets.shards import iter_tar_samples, write_shard
-from anycharv.executor.task import RETRY_REASONS
-from anycharv.latent_cache.layout import CacheLayout
-from anycharv.latent_cache.plan import CacheTask
+from anycharv.executor.task import RETRY_REASONS, Task
+
+# What a task's record holds besides the job's own ``extra_fields``.
+RECORD_FIELDS = ("clip_id", "status", "reason", "detail", "shard", "sample_path", "sample_bytes", "num_frames",
+                 "bucket", "split", "source", "source_digest")
+
+
+class ShardLayout(Protocol):
+    """What the packer needs of a job's folder (``CacheLayout``, the self-boost layout): shard paths
+    are relative to ``shards``."""
+
+    @property
+    def shards(self) -> Path: ...
+
+    def sample_state(self, clip_id: str) -> Path: ...
+
+    def shard_state(self, shard: str) -> Path: ...
 
 
 def read_json(path) -> dict | None:
@@ -28,13 +45,13 @@ def read_json(path) -> dict | None:
         return None
 
 
-def shard_done(layout: CacheLayout, shard: str) -> bool:
+def shard_done(layout: ShardLayout, shard: str) -> bool:
     record = read_json(layout.shard_state(shard))
     path = layout.shards / shard
     return record is not None and path.is_file() and path.stat().st_size == record.get("bytes")
 
 
-def sample_done(layout: CacheLayout, task: CacheTask) -> dict | None:
+def sample_done(layout: ShardLayout, task: Task) -> dict | None:
     """The record of a clip a previous run finished (an ok one only with its sample still there)."""
     record = read_json(layout.sample_state(task.clip_id))
     if record is None or record.get("reason") in RETRY_REASONS:
@@ -45,8 +62,14 @@ def sample_done(layout: CacheLayout, task: CacheTask) -> dict | None:
 
 
 class ShardAssembler:
-    def __init__(self, layout: CacheLayout, tasks: list[CacheTask]):
+    """Records each finished task (``.state/samples``) and writes a shard of set ``set_name`` once
+    all its clips are in. Tasks have the ``RECORD_FIELDS`` plus ``extra_fields``, which go into the
+    records too (the index takes the common ones)."""
+
+    def __init__(self, layout: ShardLayout, tasks: Sequence[Task], set_name: str = "stage1",
+                 extra_fields: Sequence[str] = ()):
         self.layout = layout
+        self.set_name, self.extra_fields = set_name, tuple(extra_fields)
         self.expected: dict[str, set[str]] = {}
         for task in tasks:
             self.expected.setdefault(task.shard, set()).add(task.clip_id)
@@ -54,11 +77,8 @@ class ShardAssembler:
         self.written: list[str] = []
         self.published: list[dict] = []  # this run's records, as the workers returned them
 
-    def publish(self, task: CacheTask) -> None:
-        record = {"clip_id": task.clip_id, "status": task.status, "reason": task.reason, "detail": task.detail,
-                  "shard": task.shard, "sample_path": task.sample_path, "sample_bytes": task.sample_bytes,
-                  "num_frames": task.num_frames, "bucket": task.bucket, "split": task.split, "source": task.source,
-                  "source_digest": task.source_digest}
+    def publish(self, task: Task) -> None:
+        record = {name: getattr(task, name) for name in RECORD_FIELDS + self.extra_fields}
         atomic_write_json(self.layout.sample_state(task.clip_id), record)
         self.published.append(record)
         self.add_record(record)
@@ -83,7 +103,7 @@ class ShardAssembler:
         rows = write_shard(self.layout.shards / shard, samples)
         by_key = {r["clip_id"]: r for r in ok}
         index_rows = [{
-            "clip_id": row["key"], "set": "stage1", "shard": shard, "bucket": by_key[row["key"]]["bucket"],
+            "clip_id": row["key"], "set": self.set_name, "shard": shard, "bucket": by_key[row["key"]]["bucket"],
             "split": by_key[row["key"]]["split"], "num_frames": by_key[row["key"]]["num_frames"],
             "source": by_key[row["key"]]["source"], "source_digest": by_key[row["key"]]["source_digest"],
             "schema_version": schema.SCHEMA_VERSION, "sample_offset": row["sample_offset"],
@@ -98,7 +118,7 @@ class ShardAssembler:
         self.written.append(shard)
 
 
-def index_rows(layout: CacheLayout, shards: set[str]) -> list[dict]:
+def index_rows(layout: ShardLayout, shards: set[str]) -> list[dict]:
     """The index rows of the planned ``shards`` that are complete."""
     rows = []
     for shard in sorted(shards):

@@ -31,3 +31,26 @@ def encoder_identity(source: EncoderSource, seed: int = 0) -> dict:
             path = Path(value).expanduser()
             out[name] = _folder_digest(path) if path.is_dir() else f"hub:{value}"
     return out
+
+
+def cache_encoder_source(cache_dir: str | Path) -> EncoderSource:
+    """The encoders a cache was made with (its ``encoders.json``), so jobs that read the cache
+    (training validation, self-boost) decode with the same VAE. InputError naming the folder when
+    the file is missing or its folders have moved."""
+    import json
+
+    from anycharv.errors import InputError
+
+    path = Path(cache_dir).expanduser() / "encoders.json"
+    try:
+        record = json.loads(path.read_text())
+        source = EncoderSource(**record["source"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(str(cache_dir), f"no readable encoders.json ({exc}); rerun `anycharv cache` on it or "
+                         "give the encoders explicitly", code="no_encoders") from exc
+    for name in ("weights", "vae", "image_encoder"):
+        value = getattr(source, name)
+        if value and value.startswith(("/", "~", ".")) and not Path(value).expanduser().exists():
+            raise InputError(str(path), f"its {name} folder {value} is gone; give the encoders explicitly",
+                             code="no_encoders")
+    return source

@@ -72,6 +72,7 @@ def run_cache(job: CacheJob, input_dir: str, output_dir: str, source: EncoderSou
         log.info("removed %d unfinished file(s) of an interrupted run", swept)
     _check_key(layout, {"cache": job.content_hash(), "encoders": identity}, job.runtime.resume)
     dump_config(job, layout.root / "config.yaml")
+    atomic_write_json(layout.encoders, {"source": asdict(source), "identity": identity})
 
     shards = {t.shard for t in tasks}
     done_shards = {s for s in shards if job.runtime.resume and shard_done(layout, s)}

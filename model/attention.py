@@ -19,6 +19,8 @@ class CallState:
     """Per-call facts the reader needs but attention layers cannot see (set by a UNet pre-hook)."""
 
     num_frames: int | None = None
+    # training's condition dropout: True for the batch items that attend to their own tokens only
+    drop_reference: torch.Tensor | None = None
 
 
 class ReferenceWriterProcessor:
@@ -65,9 +67,25 @@ class ReferenceReaderProcessor:
         if self.bank is None or encoder_hidden_states is not None:
             return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         keys = torch.cat([hidden_states, self._reference_tokens(hidden_states)], dim=1)
+        if self.state.drop_reference is not None:
+            return self._with_dropout(attn, hidden_states, keys, attention_mask, temb)
         if not self.do_classifier_free_guidance:
             return self.base(attn, hidden_states, keys, attention_mask, temb)
         half = hidden_states.shape[0] // 2
         uncond = self.base(attn, hidden_states[:half], None, attention_mask, temb)
         cond = self.base(attn, hidden_states[half:], keys[half:], attention_mask, temb)
         return torch.cat([uncond, cond], dim=0)
+
+    def _with_dropout(self, attn: Attention, hidden_states: torch.Tensor, keys: torch.Tensor, attention_mask,
+                      temb) -> torch.Tensor:
+        """Items marked in ``state.drop_reference`` (B,) attend without the reference tokens."""
+        rows = self.state.drop_reference.to(hidden_states.device)
+        rows = rows.repeat_interleave(hidden_states.shape[0] // rows.shape[0])
+        if not rows.any():
+            return self.base(attn, hidden_states, keys, attention_mask, temb)
+        if rows.all():
+            return self.base(attn, hidden_states, None, attention_mask, temb)
+        out = torch.empty_like(hidden_states)
+        out[rows] = self.base(attn, hidden_states[rows], None, attention_mask, temb)
+        out[~rows] = self.base(attn, hidden_states[~rows], keys[~rows], attention_mask, temb)
+        return out

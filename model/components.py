@@ -42,6 +42,23 @@ def load_components(weights: str | None = None, *, preset: str | None = None, va
 
 
 ENCODERS = ("vae", "image_encoder")
+NETWORKS = ("reference_unet", "denoising_unet", "pose_guider")
+
+
+def load_networks(weights: str) -> dict[str, Any]:
+    """Only the three AnyCharV networks (what training and self-boost load): our component folders
+    (an exported or a checkpoint's ``model/`` folder) or an official release."""
+    from anycharv.errors import InputError
+
+    root = Path(weights).expanduser()
+    if root.is_dir() and _looks_like_component_folders(root):
+        return {name: _from_pretrained(name, root / name) for name in NETWORKS}
+    if not root.exists() and (str(weights).startswith(("/", ".", "~")) or not str(weights).count("/") == 1):
+        raise InputError(str(weights), "no such model folder", code="no_model")
+    from anycharv.model.official import load_official_components
+
+    components = load_official_components(weights)
+    return {name: components[name] for name in NETWORKS}
 
 
 def load_encoders(weights: str | None = None, *, preset: str | None = None, vae: str | None = None,
@@ -126,6 +143,11 @@ def build_pipeline(components: dict[str, Any], *, device=None, dtype=None, parit
         if not isinstance(module, torch.nn.Module):
             continue
         current = next(module.parameters()).dtype
-        # ModelMixin.to(dtype=...) logs a warning even when nothing changes: only cast when needed.
-        module.to(device=device, dtype=dtype if dtype is not None and dtype != current else None)
+        # ModelMixin.to(dtype=...) logs a warning even when nothing changes (dtype=None included):
+        # pass only what changes.
+        changes = {"device": device} if device is not None else {}
+        if dtype is not None and dtype != current:
+            changes["dtype"] = dtype
+        if changes:
+            module.to(**changes)
     return AnyCharVPipeline.from_components(components, parity=parity)

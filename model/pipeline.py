@@ -292,8 +292,6 @@ class AnyCharVPipeline(DiffusionPipeline):
         Returns:
             [`AnyCharVPipelineOutput`] (or a 1-tuple): `frames` of `F` frames at `(H, W)`, e.g. `(1, F, H, W, 3)`.
         """
-        from anycharv.model.reference_attention import ReferenceAttentionControl
-
         opts = self.resolve_options(parity, mode, context_schedule=context_schedule, window_average=window_average,
                                     mask_resize=mask_resize, uint8_conversion=uint8_conversion,
                                     reference_bank_dtype=reference_bank_dtype, latent_scale=latent_scale)
@@ -318,22 +316,71 @@ class AnyCharVPipeline(DiffusionPipeline):
         scale = OFFICIAL_LATENT_SCALE if opts.latent_scale == "official" else float(self.vae.config.scaling_factor)
         device = self._execution_device
         unet_dtype = _device_dtype(self.denoising_unet)[1]
-        do_cfg = guidance_scale > 1.0
-        self._guidance_scale, self._num_timesteps, self._interrupt = guidance_scale, num_inference_steps, False
 
         # 1. conditions (all float32 on the execution device; cast per call)
         embeds, ref_latent = self.encode_reference(ref, height, width, scale)
         embeds = embeds.to(device, unet_dtype)
-        context = torch.cat([torch.zeros_like(embeds), embeds]) if do_cfg else embeds
         tgt_latents = encode_frames(self.vae, resize_frames(tgt, height, width), scale=scale,
                                     chunk_size=encode_chunk_size, device=device)
         mask_latents = masks_to_latent(msk, lat_h, lat_w, opts.mask_resize).to(device)
         pose_fea = self.encode_pose(pose, height, width, encode_chunk_size).to(device)
 
-        # 2. timesteps and initial noise
+        # 2.-3. initial noise, reference pass and the denoising loop
+        latents = self.denoise(ref_latent, embeds, tgt_latents, mask_latents, pose_fea,
+                               num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, eta=eta,
+                               generator=generator, latents=latents, windows=windows, options=opts,
+                               callback_on_step_end=callback_on_step_end, tensor_inputs=tensor_inputs)
+
+        # 4. decode
+        frames = self.postprocess(latents, output_type, options=opts, decode_chunk_size=decode_chunk_size)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (frames,)
+        return AnyCharVPipelineOutput(frames=frames)
+
+    @torch.no_grad()
+    def denoise(self, ref_latent: torch.Tensor, embeds: torch.Tensor, target_latents: torch.Tensor,
+                mask_latents: torch.Tensor, pose_features: torch.Tensor, *, num_inference_steps: int = 30,
+                guidance_scale: float = 3.0, eta: float = 0.0, generator: torch.Generator | None = None,
+                latents: torch.Tensor | None = None, windows: list[list[int]] | None = None,
+                options: InferenceOptions | None = None, context_frames: int = 24, context_overlap: int = 6,
+                callback_on_step_end=None, tensor_inputs: list[str] | None = None) -> torch.Tensor:
+        r"""
+        The sampling loop on conditions already in latent space (what ``__call__`` runs after encoding;
+        the self-boost job and training validation call it on cached latents).
+
+        Args:
+            ref_latent (`torch.Tensor` of shape `(1, 4, h, w)`): Reference image latent (scaled).
+            embeds (`torch.Tensor` of shape `(1, 1, D)`): CLIP image embedding of the reference.
+            target_latents (`torch.Tensor` of shape `(1, 4, F, h, w)`): The UNet's channels 4-7.
+            mask_latents (`torch.Tensor` of shape `(1, 1, F, h, w)`): The mask at latent size (1 = character).
+            pose_features (`torch.Tensor` of shape `(1, C0, F, h, w)`): ``PoseGuider`` output.
+            windows (`list[list[int]]`, *optional*): Frame windows; default: the options' schedule with
+                `context_frames` / `context_overlap`.
+            The other arguments are ``__call__``'s.
+
+        Returns:
+            `torch.Tensor` of shape `(1, 4, F, h, w)`, float32: the denoised latents.
+        """
+        from anycharv.model.reference_attention import ReferenceAttentionControl
+
+        opts = options or self.resolve_options()
+        device = self._execution_device
+        unet_dtype = _device_dtype(self.denoising_unet)[1]
+        num_frames = target_latents.shape[2]
+        if windows is None:
+            windows = context_windows(opts.context_schedule, num_frames, context_frames, context_overlap, 1)
+        tensor_inputs = list(tensor_inputs or ["latents"])
+        do_cfg = guidance_scale > 1.0
+        self._guidance_scale, self._num_timesteps, self._interrupt = guidance_scale, num_inference_steps, False
+        embeds = embeds.to(device, unet_dtype)
+        context = torch.cat([torch.zeros_like(embeds), embeds]) if do_cfg else embeds
+        target_latents, mask_latents = target_latents.to(device).float(), mask_latents.to(device).float()
+        pose_features = pose_features.to(device)
+
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        shape = (1, 4, num_frames, lat_h, lat_w)
+        shape = (1, 4, num_frames, *target_latents.shape[3:])
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=embeds.dtype)
         elif tuple(latents.shape) != shape:
@@ -343,7 +390,6 @@ class AnyCharVPipeline(DiffusionPipeline):
         if eta > 0:
             step_kwargs["generator"] = generator
 
-        # 3. reference pass (once) and denoising loop
         halves = 2 if do_cfg else 1
         bank_dtype = torch.float16 if opts.reference_bank_dtype == "float16" else None
         control = ReferenceAttentionControl(self.reference_unet, self.denoising_unet, do_cfg, batch_size=1,
@@ -362,10 +408,10 @@ class AnyCharVPipeline(DiffusionPipeline):
                     for window in windows:
                         idx = torch.tensor(window, device=device)
                         noisy = self.scheduler.scale_model_input(latents[:, :, idx], t)
-                        unet_in = torch.cat([noisy, tgt_latents[:, :, idx], mask_latents[:, :, idx]], dim=1)
+                        unet_in = torch.cat([noisy, target_latents[:, :, idx], mask_latents[:, :, idx]], dim=1)
                         pred = self.denoising_unet(unet_in.repeat(halves, 1, 1, 1, 1).to(unet_dtype), t,
                                                    encoder_hidden_states=context,
-                                                   pose_cond_fea=pose_fea[:, :, idx].repeat(halves, 1, 1, 1, 1))
+                                                   pose_cond_fea=pose_features[:, :, idx].repeat(halves, 1, 1, 1, 1))
                         noise_pred[:, :, idx] = noise_pred[:, :, idx] + pred.float()
                         counter[:, :, idx] = counter[:, :, idx] + 1
                     if do_cfg:
@@ -381,13 +427,7 @@ class AnyCharVPipeline(DiffusionPipeline):
                     progress.update()
         finally:
             control.remove()
-
-        # 4. decode
-        frames = self.postprocess(latents, output_type, options=opts, decode_chunk_size=decode_chunk_size)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (frames,)
-        return AnyCharVPipelineOutput(frames=frames)
+        return latents
 
     @property
     def guidance_scale(self) -> float:

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 STAMP="$VENV/.anycharv-installed"
-HASH=$(cat pyproject.toml requirements/*.txt tools/torchvision_cpu_fix.py tools/install.sh | sha256sum | cut -c1-16)
+HASH=$(cat pyproject.toml requirements/*.txt tools/torchvision_cpu_fix.py tools/apply_torchvision_fix.py tools/install.sh | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ]; then
   exit 0
 fi

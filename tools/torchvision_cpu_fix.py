@@ -78,6 +78,10 @@ class _TorchvisionFinder(importlib.abc.MetaPathFinder):
     through here; the hook stays installed until the real import runs, then steps aside.
     """
 
+    # Another copy of this module (the installed hook and one loaded by a test, say) installs
+    # its own finder; each must skip every copy, or the two would ask each other forever.
+    anycharv_torchvision_finder = True
+
     def __init__(self):
         self._extension_ok: bool | None = None
 
@@ -86,7 +90,7 @@ class _TorchvisionFinder(importlib.abc.MetaPathFinder):
             return None
         spec = None
         for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
+            if getattr(finder, "anycharv_torchvision_finder", False) or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:

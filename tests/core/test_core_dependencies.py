@@ -13,14 +13,15 @@ import pytest
 tomllib = pytest.importorskip("tomllib")
 
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME_FOLDERS = ("core", "flows", "preprocessing", "latent_cache", "training", "model", "datasets", "inference",
-                   "tools", "benchmarks")
+RUNTIME_FOLDERS = ("core", "flows", "preprocessing", "latent_cache", "self_boost", "training", "model", "datasets",
+                   "inference", "tools", "benchmarks")
 # needed although no source file imports them
 INDIRECT = {
     "accelerate": "diffusers' from_pretrained skips the random init only with it; enable_model_cpu_offload needs it",
     "fastapi": "upper bound for prefect 3.8.8's server",
     "sqlalchemy": "upper bound for prefect 3.8.8's scheduler",
     "lap": "ultralytics' ByteTrack/BoT-SORT trackers import it",
+    "tensorboard": "training's event files: torch.utils.tensorboard (imported) writes them through it",
 }
 INDIRECT_TEST = {"pytest-timeout": "pytest plugin behind `timeout` in [tool.pytest.ini_options]",
                  "ruff": "the linter `make lint` runs (a command, never imported)"}
