@@ -26,6 +26,7 @@ bench: assets
 	$(PY) benchmarks/preprocess.py --out benchmarks/results/preprocess-cpu.json
 	$(PY) benchmarks/inference.py --out benchmarks/results/inference-cpu.json
 	$(PY) benchmarks/loader.py --out benchmarks/results/loader-cpu.json
+	$(PY) benchmarks/train_step.py --out benchmarks/results/train-step-cpu.json
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

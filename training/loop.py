@@ -106,8 +106,7 @@ def train_loop(config: dict, context=None) -> dict:
         if state.get("identity") != cfg.identity():
             raise InputError(str(resume), f"checkpoint of another run ({state.get('identity')}, this run "
                              f"{cfg.identity()})", code="run_mismatch")
-        load_networks_into(nets, resume)
-        set_trainable(nets, cfg)
+        load_networks_into(nets, resume)  # requires_grad is the parameters' own: set_trainable's stays
     if cfg.modules.gradient_checkpointing:
         for name, net in nets.items():
             if trained[name] and hasattr(net, "enable_gradient_checkpointing"):
