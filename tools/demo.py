@@ -69,7 +69,8 @@ def main() -> int:
     video_out = out / "infer" / "demo_model.mp4"
     if not args.skip_infer and not args.skip_train:
         run(anycharv + ["infer", "--weights", str(out / "model"), "--ref", str(asset_path(REFERENCE_IMAGE)),
-                        "--video", videos[0], "--out", str(video_out), "--max-frames", "16", "--steps", "4"])
+                        "--video", videos[0], "--out", str(video_out), "--max-frames", "16", "--steps", "4",
+                        "--size", "256"])  # the scale the demo model was trained at
 
     import pyarrow.parquet as pq
 
