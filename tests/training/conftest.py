@@ -49,6 +49,12 @@ def real_cache(tmp_path_factory) -> dict:
 
 
 @pytest.fixture
+def cache_writer():
+    """The datasets tests' synthetic cache writer (``make_cache``, ``make_selfboost``, ``clips``)."""
+    return cache_fixtures()
+
+
+@pytest.fixture
 def synthetic_cache(tmp_path) -> Path:
     """A stage-1 cache of 6 synthetic 64x64 clips (CLIP width 32, as the tiny networks) with
     self-boost shards in the default place (DATA/shards/boost), and tiny encoders recorded."""

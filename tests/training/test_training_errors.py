@@ -74,3 +74,11 @@ def test_a_checkpoint_of_another_architecture_or_run_is_refused(synthetic_cache,
     with pytest.raises(InputError, match="another architecture") as err:
         load_networks_into(nets, RunLayout.at(tmp_path / "run").latest_checkpoint()[1])
     assert err.value.code == "architecture_mismatch"
+
+
+
+def test_a_cache_without_train_samples_is_named(tmp_path, cache_writer):
+    cache_writer.make_cache(tmp_path / "data", cache_writer.clips(3, dim=32, split="val"))
+    with pytest.raises(InputError, match="no train samples for stage1_image") as err:
+        run_training(_job(), str(tmp_path / "data"), str(tmp_path / "run"))
+    assert err.value.code == "empty_dataset"
