@@ -92,11 +92,12 @@ def cpu_section(steps: int) -> dict:
 def gpu_section() -> dict:
     import torch
 
+    from anycharv.devices import pick_device
     from anycharv.model.sd15 import SD15_DENOISING_UNET, SD15_POSE_GUIDER, SD15_REFERENCE_UNET
     from anycharv.training.network import StageBatch, TrainingNetwork
     from anycharv.training.objective import Objective
 
-    device = torch.device("cuda", torch.cuda.current_device())
+    device = pick_device()
     results = []
     cases = [("stage1_image", 768, 768, 1, 4), ("stage2", 512, 512, 24, 1)]
     for stage, height, width, frames, batch in cases:
@@ -140,7 +141,7 @@ def gpu_section() -> dict:
                                            tuple(batch_data.target.shape[1:])).to(device)
                     torch.cuda.synchronize()
                     t0 = time.perf_counter()
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                    with torch.autocast(device.type, dtype=torch.bfloat16):
                         loss = network(batch_data, draws)
                     loss.backward()
                     optimizer.step()

@@ -7,6 +7,26 @@ class AnyCharVError(Exception):
     """Base class of every error this project raises on purpose."""
 
 
+def own_error(exc: BaseException | None) -> AnyCharVError | None:
+    """Our error inside whatever wrapped it (Ray tasks, Ray Data, Ray Train): followed through
+    ``cause`` (Ray's task errors), ``__cause__``/``__context__``, ``worker_failures`` (Ray Train's
+    per-rank errors) and exception arguments; None when there is none."""
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, AnyCharVError):
+            return current
+        todo += [getattr(current, "cause", None), current.__cause__, current.__context__]
+        failures = getattr(current, "worker_failures", None)
+        if isinstance(failures, dict):
+            todo += list(failures.values())
+        todo += [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
+    return None
+
+
 class ConfigError(AnyCharVError, ValueError):
     """A config file, key or value is wrong; the message names the key."""
 

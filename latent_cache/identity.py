@@ -13,11 +13,14 @@ from anycharv.latent_cache.config import EncoderSource
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".json")
 
 
-def _folder_digest(folder: Path) -> str:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+def folder_digest(*folders: Path) -> str:
+    """A short digest of the weight and config files of ``folders`` (by content and relative path;
+    with several folders, each file is named under its folder's name)."""
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.relative_to(folder)}:{sha256_file_cached(path)}\n".encode())
+    for folder in folders:
+        prefix = f"{folder.name}/" if len(folders) > 1 else ""
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES):
+            digest.update(f"{prefix}{path.relative_to(folder)}:{sha256_file_cached(path)}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -29,7 +32,7 @@ def encoder_identity(source: EncoderSource, seed: int = 0) -> dict:
         value = getattr(source, name)
         if value:
             path = Path(value).expanduser()
-            out[name] = _folder_digest(path) if path.is_dir() else f"hub:{value}"
+            out[name] = folder_digest(path) if path.is_dir() else f"hub:{value}"
     return out
 
 

@@ -52,7 +52,7 @@ def load_networks(weights: str) -> dict[str, Any]:
 
     root = Path(weights).expanduser()
     if root.is_dir() and _looks_like_component_folders(root):
-        return {name: _from_pretrained(name, root / name) for name in NETWORKS}
+        return {name: load_component(name, root / name) for name in NETWORKS}
     if not root.exists() and (str(weights).startswith(("/", ".", "~")) or not str(weights).count("/") == 1):
         raise InputError(str(weights), "no such model folder", code="no_model")
     from anycharv.model.official import load_official_components
@@ -77,7 +77,7 @@ def load_encoders(weights: str | None = None, *, preset: str | None = None, vae:
     for name, explicit in (("vae", vae), ("image_encoder", image_encoder)):
         folder = Path(explicit).expanduser() if explicit else (root / name if root is not None else None)
         if folder is not None and (folder / "config.json").is_file():
-            found[name] = _from_pretrained(name, folder)
+            found[name] = load_component(name, folder)
         elif explicit:
             raise InputError(f"--{name.replace('_', '-')} {explicit}", "no config.json in this folder")
     if weights and any(name not in found for name in ENCODERS):
@@ -92,7 +92,7 @@ def load_encoders(weights: str | None = None, *, preset: str | None = None, vae:
     return {name: found[name].eval() for name in ENCODERS}
 
 
-def _from_pretrained(name: str, path: Path):
+def load_component(name: str, path: Path):
     """Component ``name`` from a diffusers/transformers folder; WeightsError naming the folder."""
     from anycharv.errors import WeightsError
 
@@ -129,7 +129,7 @@ def _load_component_folders(root: Path, vae: str | None, image_encoder: str | No
     for name, path in paths.items():
         if name in ENCODERS and not (path / "config.json").is_file():
             continue
-        components[name] = _from_pretrained(name, path)
+        components[name] = load_component(name, path)
     return components
 
 

@@ -56,9 +56,11 @@ def _derandomise_trivial(model: nn.Module, generator: torch.Generator) -> None:
                 param.copy_(1 + 0.1 * torch.randn(param.shape, generator=generator))
 
 
-def build_tiny_components(seed: int = 0, with_vae: bool = True, with_image_encoder: bool = True
-                          ) -> dict[str, nn.Module]:
-    """{"reference_unet", "denoising_unet", "pose_guider", "vae", "image_encoder"} in eval mode."""
+def build_tiny_components(seed: int = 0, with_vae: bool = True, with_image_encoder: bool = True,
+                          keep_zero_init: bool = False) -> dict[str, nn.Module]:
+    """{"reference_unet", "denoising_unet", "pose_guider", "vae", "image_encoder"} in eval mode.
+    ``keep_zero_init``: leave the constructors' zero outputs (pose guider, motion modules) as a
+    training start has them, instead of randomising them as the golden sets do."""
     from diffusers import AutoencoderKL
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -75,7 +77,8 @@ def build_tiny_components(seed: int = 0, with_vae: bool = True, with_image_encod
             components["image_encoder"] = CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_IMAGE_ENCODER))
     finally:
         torch.random.set_rng_state(state)
-    generator = torch.Generator().manual_seed(seed + 1)
-    for name in ("reference_unet", "denoising_unet", "pose_guider"):
-        _derandomise_trivial(components[name], generator)
+    if not keep_zero_init:
+        generator = torch.Generator().manual_seed(seed + 1)
+        for name in ("reference_unet", "denoising_unet", "pose_guider"):
+            _derandomise_trivial(components[name], generator)
     return {name: model.eval() for name, model in components.items()}

@@ -8,19 +8,17 @@ preset by name and seed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from anycharv.errors import InputError
-from anycharv.hashing import sha256_file_cached
 from anycharv.latent_cache.config import EncoderSource
+from anycharv.latent_cache.identity import folder_digest
 from anycharv.training.run_layout import NETWORK_NAMES, resolve_model_dir
 
 PRESETS = ("tiny",)
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")
 
 
 @dataclass(frozen=True)
@@ -56,18 +54,10 @@ def resolve_model(model: str | None, preset: str | None = None) -> ModelSource:
         raise InputError(f"--model {model}", exc.reason, code=exc.code) from exc
 
 
-def _folder_digest(folders: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for folder in folders:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES):
-            digest.update(f"{folder.name}/{path.relative_to(folder)}:{sha256_file_cached(path)}\n".encode())
-    return digest.hexdigest()[:16]
-
-
 def model_identity(source: ModelSource) -> dict:
     if source.preset:
         return {"preset": source.preset, "seed": source.seed}
-    return {"weights": _folder_digest([Path(source.folder) / name for name in NETWORK_NAMES])}
+    return {"weights": folder_digest(*(Path(source.folder) / name for name in NETWORK_NAMES))}
 
 
 def vae_identity(vae: str | None) -> dict | None:
@@ -78,7 +68,7 @@ def vae_identity(vae: str | None) -> dict | None:
     if not (folder / "config.json").is_file():
         raise InputError(f"--vae {vae}", "no config.json in this folder (give a diffusers AutoencoderKL folder)",
                          code="no_vae")
-    return {"vae": _folder_digest([folder])}
+    return {"vae": folder_digest(folder)}
 
 
 def cross_attention_dim(source: ModelSource) -> int:
@@ -109,20 +99,13 @@ def load_networks(source: ModelSource) -> dict[str, Any]:
 def load_vae(encoders: EncoderSource, vae: str | None = None):
     """The VAE the cache was encoded with (``encoders``), or the folder ``vae``; without loading the
     image encoder when the VAE has a folder of its own."""
-    from anycharv.model.components import load_encoders
+    from anycharv.model.components import load_component, load_encoders
 
     explicit = vae or encoders.vae
     folder = Path(explicit).expanduser() if explicit else None
     if folder is None and encoders.weights and (Path(encoders.weights).expanduser() / "vae" / "config.json").is_file():
         folder = Path(encoders.weights).expanduser() / "vae"
     if folder is not None:
-        from diffusers import AutoencoderKL
-
-        from anycharv.errors import WeightsError
-
-        try:
-            return AutoencoderKL.from_pretrained(str(folder)).eval()
-        except Exception as exc:
-            raise WeightsError(f"{folder}: cannot load the VAE ({exc})") from exc
+        return load_component("vae", folder)
     return load_encoders(encoders.weights, preset=encoders.preset, vae=encoders.vae,
                          image_encoder=encoders.image_encoder)["vae"]

@@ -29,19 +29,35 @@ def _file_sizes(folder: Path) -> dict[str, int]:
             if p.is_file() and p.name != STATE}
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors keyed "<param name>/<state key>", JSON part) of an optimizer over params ``names``."""
-    state = optimizer.state_dict()
+def flatten_optimizer_state(by_name: dict[str, dict[str, Any]], param_groups: list[dict], names: list[str]
+                            ) -> tuple[dict[str, torch.Tensor], dict]:
+    """The checkpoint's format of an optimizer state given per parameter name: (tensors keyed
+    "<param name>/<state key>", JSON part with the names, the groups' settings and the scalars)."""
     tensors, scalars = {}, {}
-    for index, per_param in state["state"].items():
-        name = names[int(index)]
+    for name, per_param in by_name.items():
         for key, value in per_param.items():
             if torch.is_tensor(value):
                 tensors[f"{name}/{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{name}/{key}"] = value
-    groups = [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]]
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in param_groups]
     return tensors, {"param_names": names, "param_groups": groups, "scalars": scalars}
+
+
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict[str, dict[str, Any]]:
+    """``{param name: {state key: value}}`` back from the checkpoint's format."""
+    by_name: dict[str, dict[str, Any]] = {}
+    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
+        name, _, field = key.rpartition("/")
+        by_name.setdefault(name, {})[field] = value
+    return by_name
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer over the parameters ``names`` (in that order) in the checkpoint's format."""
+    state = optimizer.state_dict()
+    by_name = {names[int(index)]: per_param for index, per_param in state["state"].items()}
+    return flatten_optimizer_state(by_name, state["param_groups"], names)
 
 
 def check_optimizer_names(names: list[str], meta: dict, where: str) -> None:
@@ -55,13 +71,7 @@ def check_optimizer_names(names: list[str], meta: dict, where: str) -> None:
 def load_optimizer(optimizer: torch.optim.Optimizer, names: list[str], tensors: dict[str, torch.Tensor],
                    meta: dict, where: str) -> None:
     check_optimizer_names(names, meta, where)
-    per_param: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        name, _, field = key.rpartition("/")
-        per_param.setdefault(names.index(name), {})[field] = value
-    for key, value in meta["scalars"].items():
-        name, _, field = key.rpartition("/")
-        per_param.setdefault(names.index(name), {})[field] = value
+    per_param = {names.index(name): state for name, state in unflatten_optimizer_state(tensors, meta).items()}
     current = optimizer.state_dict()
     groups = [{**saved_group, "params": group["params"]}
               for saved_group, group in zip(meta["param_groups"], current["param_groups"])]

@@ -19,6 +19,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from anycharv.training.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
+
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
@@ -57,28 +59,17 @@ def full_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, param_nam
     """The optimizer state in the checkpoint's by-name format (collective; with the CPU offload only
     rank 0 receives it, the others get an empty one)."""
     state = get_optimizer_state_dict(model, optimizer, options=FULL)
-    tensors, scalars = {}, {}
-    for name, per_param in state.get("state", {}).items():
-        for key, value in per_param.items():
-            if torch.is_tensor(value):
-                tensors[f"{name}/{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{name}/{key}"] = value
-    groups = [{k: v for k, v in g.items() if k != "params"} for g in state.get("param_groups", [])]
-    return tensors, {"param_names": param_names, "param_groups": groups, "scalars": scalars}
+    return flatten_optimizer_state(state.get("state", {}), state.get("param_groups", []), param_names)
 
 
 def load_full_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, param_names: list[str],
                         tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Put a by-name optimizer state into the sharded optimizer (each rank keeps its shard)."""
-    per_param: dict[str, dict] = {}
-    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
-        name, _, field = key.rpartition("/")
-        per_param.setdefault(name, {})[field] = value
     groups = [{**g, "params": list(param_names)} for g in meta["param_groups"]]
     # not strict: parameters that never had a gradient (the ReferenceNet's last attentions, whose
     # output nothing reads) have no AdamW state, in this format as in torch's; the names were checked
-    set_optimizer_state_dict(model, optimizer, {"state": per_param, "param_groups": groups},
+    set_optimizer_state_dict(model, optimizer, {"state": unflatten_optimizer_state(tensors, meta),
+                                                "param_groups": groups},
                              options=StateDictOptions(full_state_dict=True, strict=False))
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from anycharv.atomic import atomic_write_json
 from anycharv.config import dump_config
-from anycharv.errors import AnyCharVError, InputError
+from anycharv.errors import InputError, own_error
 from anycharv.training.config import TrainJob
 from anycharv.training.data import split_buckets
 from anycharv.training.metrics import read_jsonl
@@ -117,7 +117,7 @@ def _fit_on_ray(job: TrainJob, layout: RunLayout, config: dict) -> dict:
         try:
             result = trainer.fit()
         except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's error; surface ours when it is one
-            ours = _our_error(exc)
+            ours = own_error(exc)
             if ours is not None:
                 raise ours from exc
             raise
@@ -136,20 +136,3 @@ def _ray_worker(config: dict) -> None:
 
     train_loop(config, RayContext())
 
-
-def _our_error(exc: BaseException) -> AnyCharVError | None:
-    """The AnyCharVError a worker raised, found in Ray's wrapping (causes and per-rank failures)."""
-    seen, todo = set(), [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, AnyCharVError):
-            return current
-        todo += [current.__cause__, current.__context__]
-        failures = getattr(current, "worker_failures", None)
-        if isinstance(failures, dict):
-            todo += list(failures.values())
-        todo += [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
-    return None

@@ -32,19 +32,9 @@ _MOTION = re.compile(r"(^|\.)motion_modules\.")
 def tiny_networks(seed: int) -> dict[str, nn.Module]:
     """The tiny architecture (``anycharv.model.tiny``) as a fresh start: seeded random weights with
     the constructors' zero inits kept (pose guider output, motion-module output), as a real start has."""
-    from anycharv.model.denoising_unet import DenoisingUNet3D
-    from anycharv.model.pose_guider import PoseGuider
-    from anycharv.model.reference_unet import ReferenceUNet2D
-    from anycharv.model.tiny import TINY_DENOISING_UNET, TINY_POSE_GUIDER, TINY_REFERENCE_UNET
+    from anycharv.model.tiny import build_tiny_components
 
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        return {"reference_unet": ReferenceUNet2D(**TINY_REFERENCE_UNET),
-                "denoising_unet": DenoisingUNet3D(**TINY_DENOISING_UNET),
-                "pose_guider": PoseGuider(**TINY_POSE_GUIDER)}
-    finally:
-        torch.random.set_rng_state(state)
+    return build_tiny_components(seed, with_vae=False, with_image_encoder=False, keep_zero_init=True)
 
 
 def sd_networks(unet2d: str, motion_module: str | None, seed: int) -> dict[str, nn.Module]:

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import ray
 
-from anycharv.errors import AnyCharVError
+from anycharv.errors import AnyCharVError, own_error
 from anycharv.executor.base import MAX_WORKER_REPLACEMENTS, Publish
 from anycharv.executor.config import ExecutorConfig
 from anycharv.executor.ray_base import RayExecutor
@@ -124,17 +124,6 @@ def _quiet_data_context() -> None:
     ctx.print_on_execution_start = False
 
 
-def _own_error(exc: BaseException) -> AnyCharVError | None:
-    """Our error inside whatever Ray Data wrapped it in."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, AnyCharVError):
-            return exc
-        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
-    return None
-
-
 class RayDataExecutor(RayExecutor):
     name = "ray-data"
 
@@ -174,7 +163,7 @@ class RayDataExecutor(RayExecutor):
         except AnyCharVError:
             raise
         except Exception as exc:
-            own = _own_error(exc)
+            own = own_error(exc)
             if own is None:
                 raise
             raise own from None
