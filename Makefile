@@ -27,6 +27,8 @@ bench: assets
 	$(PY) benchmarks/inference.py --out benchmarks/results/inference-cpu.json
 	$(PY) benchmarks/loader.py --out benchmarks/results/loader-cpu.json
 	$(PY) benchmarks/train_step.py --out benchmarks/results/train-step-cpu.json
+	$(PY) benchmarks/batch.py --out benchmarks/results/batch-cpu.json
+	$(PY) benchmarks/cli_startup.py --out benchmarks/results/cli-startup-cpu.json
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -14,8 +14,8 @@ from typing import Iterator
 from anycharv import __version__
 from anycharv.errors import AnyCharVError
 
-COMMAND_MODULES = ["preprocess", "cache", "train", "self_boost", "two_stage", "export", "infer", "convert_official",
-                   "assets"]
+COMMAND_MODULES = ["preprocess", "cache", "train", "self_boost", "two_stage", "export", "evaluate", "infer", "batch",
+                   "pipeline", "retrain", "serve", "convert_official", "assets"]
 
 
 class Terminated(KeyboardInterrupt):

@@ -104,6 +104,17 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str],
     return out
 
 
+def merge_into(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``given`` laid over it, mapping by mapping (``given`` wins; neither is changed)."""
+    out = _deep_copy(base)
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_into(out[key], value)
+        else:
+            out[key] = _deep_copy(value)
+    return out
+
+
 def _deep_copy(data: Any) -> Any:
     if isinstance(data, dict):
         return {k: _deep_copy(v) for k, v in data.items()}
@@ -146,6 +157,20 @@ def load_job_config(model_cls: type[M], default_name: str, path: str | Path | No
     job = load_config(model_cls, path, overrides)
     if ray_address:
         job.runtime.ray_address = ray_address
+    return job
+
+
+def set_ray_address(job: BaseModel, address: str | None) -> BaseModel:
+    """Point every ``ray_address`` field of a composite job (its sub-jobs' runtimes) at ``address``;
+    None leaves the job as it is. Returns the job (changed in place)."""
+    if not address:
+        return job
+    for name in type(job).model_fields:
+        value = getattr(job, name)
+        if name == "ray_address":
+            setattr(job, name, address)
+        elif isinstance(value, BaseModel):
+            set_ray_address(value, address)
     return job
 
 

@@ -216,11 +216,28 @@ def join_cluster(address: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> 
         # What is left of the budget also bounds ray.init's own retries (one per second when the
         # GCS answers but refuses the driver, e.g. missing auth token); read at call time.
         retries = str(max(1, math.ceil(deadline - time.monotonic())))
+        _use_token_if_available()
         with _env("RAY_gcs_server_port_wait_time_s", retries):
             try:
                 ray.init(address=address, log_to_driver=True)
             except (ConnectionError, RuntimeError) as exc:
                 raise RayConnectError(f"cannot join the Ray cluster at {address}: {_cause(exc)}") from exc
+
+
+def _use_token_if_available() -> None:
+    """Send our auth token when joining, if we have one and RAY_AUTH_MODE does not say otherwise.
+
+    ``ray start --head`` turns token auth on by default (Ray 2.5x+), but a driver joining by address
+    leaves it off unless RAY_AUTH_MODE=token is set, and is then refused (InvalidAuthToken) although
+    the token sits in ~/.ray/auth_token. Ray's own switch (env + its cached config) is used; a
+    cluster without auth ignores the token."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token auth
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def resolve_address(address: str) -> str:

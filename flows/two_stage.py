@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from anycharv.config import CONFIG_DIR, StrictModel, load_config
+from anycharv.config import CONFIG_DIR, StrictModel, load_config, merge_into
 from anycharv.flows.self_boost import self_boost
 from anycharv.flows.train import train
 from anycharv.output_paths import check_output_dir
@@ -42,6 +42,19 @@ class TwoStageJob(StrictModel):
     stage1_video: TrainJob = Field(default_factory=lambda: stage_defaults("stage1_video"))
     self_boost: BoostJob = Field(default_factory=boost_defaults)
     stage2: TrainJob = Field(default_factory=lambda: stage_defaults("stage2"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_step_defaults(cls, data: Any) -> Any:
+        """A step given in part (``stage2.runtime.max_steps=30``, a YAML section) keeps the rest of its
+        own defaults (``configs/train/stage2.yaml``), not the plain ``TrainJob()`` ones."""
+        if not isinstance(data, dict):
+            return data
+        defaults = {"stage1_image": lambda: stage_defaults("stage1_image"),
+                    "stage1_video": lambda: stage_defaults("stage1_video"), "self_boost": boost_defaults,
+                    "stage2": lambda: stage_defaults("stage2")}
+        return {name: merge_into(defaults[name]().model_dump(mode="json"), value)
+                if name in defaults and isinstance(value, dict) else value for name, value in data.items()}
 
 
 def _chained(job: TrainJob, stage: str, start: dict[str, Any]) -> TrainJob:

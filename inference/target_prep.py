@@ -128,14 +128,14 @@ def _resize(frames: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
-def _pose(frames: np.ndarray, boxes: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, str]:
+def _pose(frames: np.ndarray, boxes: np.ndarray, cfg: PreprocessConfig, estimator=None) -> tuple[np.ndarray, str]:
     """Keypoints (F,K,3) of the person in ``boxes`` (source pixels, gaps interpolated) with the
-    configured pose backend (the one the training data was annotated with); a frame where no
-    detection overlaps the box gets zero scores (an empty pose render)."""
+    configured pose backend (the one the training data was annotated with; ``estimator``: one built
+    already); a frame where no detection overlaps the box gets zero scores (an empty pose render)."""
     from anycharv.preprocessing.pose import build_pose_estimator
 
     with keep_torch_threads():
-        estimator = build_pose_estimator(cfg.pose)
+        estimator = estimator or build_pose_estimator(cfg.pose)
         keypoints = estimator(frames, boxes)
     return np.asarray(keypoints, np.float32), estimator.layout
 
@@ -168,9 +168,11 @@ def read_target_frames(video: str, start: int = 0, max_frames: int | None = None
 def prepare_target(video: str, cfg: PreprocessConfig | None = None, person: int | None = None,
                    size: int | tuple[int, int] = 512, max_frames: int | None = None, *,
                    start: int = 0, box_pad: float = 0.1, tracker: PersonTracker | None = None,
-                   pose_conf_threshold: float | None = None, max_long_side: int | None = None) -> TargetInputs:
+                   pose_conf_threshold: float | None = None, max_long_side: int | None = None,
+                   pose_estimator=None) -> TargetInputs:
     """Decode ``video`` (frames [start, start+max_frames)), track every person, choose ``person``
     (a track id; default: the main character by ``cfg.detect.main_person``), and build the inputs.
+    ``tracker`` / ``pose_estimator``: models built once by a caller that prepares many videos.
 
     Raises InputError for an unreadable video, a video without people, or an unknown person id
     (the message lists the ids found).
@@ -198,7 +200,7 @@ def prepare_target(video: str, cfg: PreprocessConfig | None = None, person: int 
     boxes = pad_boxes(raw_boxes, box_pad, src_w, src_h)
     sx, sy = width / src_w, height / src_h
     masks = boxes_to_masks(_scale_boxes(boxes, sx, sy), height, width)
-    keypoints, layout = _pose(source, raw_boxes, cfg)
+    keypoints, layout = _pose(source, raw_boxes, cfg, pose_estimator)
     threshold = cfg.preview.conf_threshold if pose_conf_threshold is None else pose_conf_threshold
     poses = _render(keypoints, layout, sx, sy, width, height, threshold)
     frames = _resize(source, width, height)

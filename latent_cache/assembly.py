@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
 from anycharv.atomic import atomic_write_json
 from anycharv.datasets import schema
@@ -45,10 +45,25 @@ def read_json(path) -> dict | None:
         return None
 
 
-def shard_done(layout: ShardLayout, shard: str) -> bool:
+def shard_done(layout: ShardLayout, shard: str, clip_ids: Iterable[str] | None = None) -> bool:
+    """The shard is written whole and, with ``clip_ids``, was made from exactly those planned clips
+    (an input that grew moves clips between shards: such a shard must be written again)."""
     record = read_json(layout.shard_state(shard))
     path = layout.shards / shard
-    return record is not None and path.is_file() and path.stat().st_size == record.get("bytes")
+    if record is None or not path.is_file() or path.stat().st_size != record.get("bytes"):
+        return False
+    if clip_ids is None:
+        return True
+    made_from = record.get("clips", [row["clip_id"] for row in record["rows"]])  # older records: the ok rows
+    return sorted(made_from) == sorted(clip_ids)
+
+
+def shard_members(tasks: Iterable[Task]) -> dict[str, set[str]]:
+    """Shard -> the clip ids planned into it."""
+    members: dict[str, set[str]] = {}
+    for task in tasks:
+        members.setdefault(task.shard, set()).add(task.clip_id)
+    return members
 
 
 def sample_done(layout: ShardLayout, task: Task) -> dict | None:
@@ -70,9 +85,7 @@ class ShardAssembler:
                  extra_fields: Sequence[str] = ()):
         self.layout = layout
         self.set_name, self.extra_fields = set_name, tuple(extra_fields)
-        self.expected: dict[str, set[str]] = {}
-        for task in tasks:
-            self.expected.setdefault(task.shard, set()).add(task.clip_id)
+        self.expected = shard_members(tasks)
         self.finished: dict[str, dict[str, dict]] = {shard: {} for shard in self.expected}
         self.written: list[str] = []
         self.published: list[dict] = []  # this run's records, as the workers returned them
@@ -109,7 +122,8 @@ class ShardAssembler:
             "schema_version": schema.SCHEMA_VERSION, "sample_offset": row["sample_offset"],
             "sample_size": row["sample_size"], "members": row["members"]} for row in rows]
         atomic_write_json(self.layout.shard_state(shard), {
-            "shard": shard, "bytes": (self.layout.shards / shard).stat().st_size, "rows": index_rows})
+            "shard": shard, "bytes": (self.layout.shards / shard).stat().st_size, "rows": index_rows,
+            "clips": sorted(self.expected[shard])})
         for r in ok:
             try:
                 os.unlink(r["sample_path"])
@@ -118,10 +132,10 @@ class ShardAssembler:
         self.written.append(shard)
 
 
-def index_rows(layout: ShardLayout, shards: set[str]) -> list[dict]:
-    """The index rows of the planned ``shards`` that are complete."""
+def index_rows(layout: ShardLayout, members: dict[str, set[str]]) -> list[dict]:
+    """The index rows of the planned shards (shard -> planned clip ids) that are complete."""
     rows = []
-    for shard in sorted(shards):
-        if shard_done(layout, shard):
+    for shard in sorted(members):
+        if shard_done(layout, shard, members[shard]):
             rows.extend(read_json(layout.shard_state(shard))["rows"])
     return rows

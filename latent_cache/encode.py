@@ -21,20 +21,26 @@ from anycharv.model.image_processing import clip_pixel_values, masks_to_latent, 
 @torch.no_grad()
 def vae_posterior(vae, images: list[np.ndarray], chunk: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """For each (N,H,W,3) uint8 array: (mean, std) of the posterior x the scaling factor, float32
-    (N,4,H/8,W/8) each."""
+    (N,4,H/8,W/8) each. Arrays of one frame size go through the VAE together, ``chunk`` frames at a
+    time (a batch of clips may hold several buckets)."""
     device, dtype = module_device_dtype(vae)
-    flat = np.concatenate(images) if len(images) > 1 else images[0]
-    means, stds = [], []
-    for start in range(0, len(flat), chunk):
-        x = pixels_to_tensor(flat[start:start + chunk], signed=True).to(device, dtype)
-        dist = vae.encode(x).latent_dist
-        means.append((dist.mean * OFFICIAL_LATENT_SCALE).float().cpu())
-        stds.append((dist.std * OFFICIAL_LATENT_SCALE).float().cpu())
-    mean, std = torch.cat(means).numpy(), torch.cat(stds).numpy()
-    out, at = [], 0
-    for arr in images:
-        out.append((mean[at:at + len(arr)], std[at:at + len(arr)]))
-        at += len(arr)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, arr in enumerate(images):
+        by_size.setdefault(arr.shape[1:3], []).append(i)
+    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(images)
+    for members in by_size.values():
+        flat = np.concatenate([images[i] for i in members]) if len(members) > 1 else images[members[0]]
+        means, stds = [], []
+        for start in range(0, len(flat), chunk):
+            x = pixels_to_tensor(flat[start:start + chunk], signed=True).to(device, dtype)
+            dist = vae.encode(x).latent_dist
+            means.append((dist.mean * OFFICIAL_LATENT_SCALE).float().cpu())
+            stds.append((dist.std * OFFICIAL_LATENT_SCALE).float().cpu())
+        mean, std = torch.cat(means).numpy(), torch.cat(stds).numpy()
+        at = 0
+        for i in members:
+            out[i] = (mean[at:at + len(images[i])], std[at:at + len(images[i])])
+            at += len(images[i])
     return out
 
 

@@ -14,7 +14,14 @@ from anycharv.datasets.shard_index import write_index
 from anycharv.errors import InputError
 from anycharv.executor import make_executor
 from anycharv.executor.task import RETRY_REASONS
-from anycharv.latent_cache.assembly import ShardAssembler, index_rows, read_json, sample_done, shard_done
+from anycharv.latent_cache.assembly import (
+    ShardAssembler,
+    index_rows,
+    read_json,
+    sample_done,
+    shard_done,
+    shard_members,
+)
 from anycharv.latent_cache.config import CacheJob, EncoderSource
 from anycharv.latent_cache.identity import encoder_identity
 from anycharv.latent_cache.layout import CacheLayout
@@ -74,8 +81,8 @@ def run_cache(job: CacheJob, input_dir: str, output_dir: str, source: EncoderSou
     dump_config(job, layout.root / "config.yaml")
     atomic_write_json(layout.encoders, {"source": asdict(source), "identity": identity})
 
-    shards = {t.shard for t in tasks}
-    done_shards = {s for s in shards if job.runtime.resume and shard_done(layout, s)}
+    shards = shard_members(tasks)
+    done_shards = {s for s, clips in shards.items() if job.runtime.resume and shard_done(layout, s, clips)}
     open_tasks = [t for t in tasks if t.shard not in done_shards]
     assembler = ShardAssembler(layout, open_tasks)
     summary = CacheSummary(output=str(layout.root), clips=len(tasks))

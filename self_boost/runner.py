@@ -24,7 +24,14 @@ from anycharv.datasets.shard_index import write_index
 from anycharv.errors import InputError
 from anycharv.executor import make_executor
 from anycharv.executor.task import RETRY_REASONS
-from anycharv.latent_cache.assembly import ShardAssembler, index_rows, read_json, sample_done, shard_done
+from anycharv.latent_cache.assembly import (
+    ShardAssembler,
+    index_rows,
+    read_json,
+    sample_done,
+    shard_done,
+    shard_members,
+)
 from anycharv.latent_cache.identity import cache_encoder_source
 from anycharv.latent_cache.layout import CacheLayout
 from anycharv.self_boost.config import BoostJob
@@ -136,9 +143,9 @@ def run_self_boost(job: BoostJob, cache_dir: str, model: ModelSource, output_dir
     dump_config(job, layout.root / "config.yaml")
 
     planned = plan_tasks(rows, job.boost)
-    all_shards = {t.shard for t in planned}
+    all_shards = shard_members(planned)
     tasks = [t for t in planned if t.split in job.boost.splits]
-    done_shards = {t.shard for t in tasks if shard_done(layout, t.shard)}
+    done_shards = {t.shard for t in tasks if shard_done(layout, t.shard, all_shards[t.shard])}
     open_tasks = [t for t in tasks if t.shard not in done_shards]
     assembler = ShardAssembler(layout, open_tasks, set_name=SET_NAME, extra_fields=RECORD_EXTRA)
     summary = BoostSummary(output=str(layout.root), cache=str(cache_root), model=model.label, clips=len(tasks))

@@ -35,7 +35,6 @@ def export_model(source: str | os.PathLike, output: str | os.PathLike, *, ema: b
     """Write the pipeline folder ``output`` from ``source`` (a run folder: its latest checkpoint; a
     checkpoint folder; or a model folder with explicit encoders)."""
     from anycharv.model.components import load_encoders, load_networks
-    from anycharv.model.pipeline import AnyCharVPipeline
 
     root = Path(source).expanduser().resolve()
     model_dir = resolve_model_dir(root, ema=ema)
@@ -44,11 +43,36 @@ def export_model(source: str | os.PathLike, output: str | os.PathLike, *, ema: b
     components = {**load_networks(str(model_dir)),
                   **load_encoders(encoders.weights, preset=encoders.preset, vae=encoders.vae,
                                   image_encoder=encoders.image_encoder)}
+    return write_pipeline(components, output, {"source": str(model_dir), "ema": ema})
+
+
+def export_start(cache_dir: str | os.PathLike, output: str | os.PathLike, *, preset: str = "tiny",
+                 seed: int = 0) -> Path:
+    """The untrained start of ``preset`` (the networks stage-1 training begins from, seeded
+    ``seed``) with the encoders the cache ``cache_dir`` was made with: the baseline that tells
+    what training changed."""
+    from anycharv.latent_cache.identity import cache_encoder_source
+    from anycharv.model.components import load_encoders
+    from anycharv.training.config import InitConfig
+    from anycharv.training.modules import start_networks
+
+    encoders = cache_encoder_source(cache_dir)
+    components = {**start_networks(InitConfig(preset=preset, seed=seed), "stage1_image"),
+                  **load_encoders(encoders.weights, preset=encoders.preset, vae=encoders.vae,
+                                  image_encoder=encoders.image_encoder)}
+    return write_pipeline(components, output, {"source": f"untrained preset {preset}, seed {seed}", "ema": False})
+
+
+def write_pipeline(components: dict, output: str | os.PathLike, record: dict) -> Path:
+    """Save ``components`` as a pipeline folder at ``output`` (with ``anycharv_export.json`` =
+    ``record``) under a temporary name, then swap it in."""
+    from anycharv.model.pipeline import AnyCharVPipeline
+
     out = Path(output).expanduser().resolve()
     tmp = out.with_name(f".{out.name}.exporting")
     shutil.rmtree(tmp, ignore_errors=True)
     AnyCharVPipeline.from_components(components).save_pretrained(str(tmp), safe_serialization=True)
-    (tmp / "anycharv_export.json").write_text(json.dumps({"source": str(model_dir), "ema": ema}, indent=1))
+    (tmp / "anycharv_export.json").write_text(json.dumps(record, indent=1))
     if out.exists():
         old = out.with_name(f".{out.name}.replaced")
         shutil.rmtree(old, ignore_errors=True)

@@ -38,7 +38,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -
     return round(10.0 * math.log10(1.0 / max(mse, 1e-10)), 3)
 
 
-def _strip(target: torch.Tensor, generated: torch.Tensor, frames: int = 4) -> np.ndarray:
+def pair_strip(target: torch.Tensor, generated: torch.Tensor, frames: int = 4) -> np.ndarray:
     """(3,F,H,W) pair -> uint8 (2H, min(F,frames)*W, 3): target frames over generated frames."""
     idx = np.linspace(0, target.shape[1] - 1, min(frames, target.shape[1])).round().astype(int)
     rows = [torch.cat([video[:, i] for i in idx], dim=2) for video in (target, generated)]
@@ -122,7 +122,7 @@ class Validator:
                 scores["psnr"].append(psnr(generated, target))
                 scores["psnr_mask"].append(psnr(generated, target, mask))
                 scores["psnr_outside"].append(psnr(generated, target, 1 - mask))
-                strips.append(_strip(target, generated))
+                strips.append(pair_strip(target, generated))
         finally:
             for name, net in networks.items():
                 net.train(modes[name])

@@ -19,7 +19,9 @@ ALLOWED = {
     "latent_cache": {"core", "model", "datasets", "preprocessing"},
     "training": {"core", "model", "datasets", "preprocessing", "latent_cache"},
     "self_boost": {"core", "model", "datasets", "preprocessing", "latent_cache", "training"},
-    "flows": {"core", "model", "datasets", "preprocessing", "inference", "latent_cache", "training", "self_boost"},
+    "evaluation": {"core", "model", "datasets", "preprocessing", "latent_cache", "training"},
+    "flows": {"core", "model", "datasets", "preprocessing", "inference", "latent_cache", "training", "self_boost",
+              "evaluation"},
 }
 PACKAGE_OF = {"anycharv." + name: name for name in ALLOWED if name != "core"}
 # The command line sits on top of everything: it parses arguments and calls flows and APIs.

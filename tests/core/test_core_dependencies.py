@@ -13,8 +13,8 @@ import pytest
 tomllib = pytest.importorskip("tomllib")
 
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME_FOLDERS = ("core", "flows", "preprocessing", "latent_cache", "self_boost", "training", "model", "datasets",
-                   "inference", "tools", "benchmarks")
+RUNTIME_FOLDERS = ("core", "flows", "preprocessing", "latent_cache", "self_boost", "training", "evaluation", "model",
+                   "datasets", "inference", "tools", "benchmarks")
 # needed although no source file imports them
 INDIRECT = {
     "accelerate": "diffusers' from_pretrained skips the random init only with it; enable_model_cpu_offload needs it",

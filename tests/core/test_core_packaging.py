@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("folder", ["flows", "preprocessing", "training", "model", "datasets", "inference",
-                                    "latent_cache", "self_boost"])
+                                    "latent_cache", "self_boost", "evaluation"])
 def test_folders_import_as_namespace(folder):
     module = importlib.import_module(f"anycharv.{folder}")
     assert Path(module.__file__).resolve().parent == REPO / folder
@@ -24,7 +24,7 @@ def test_folders_import_as_namespace(folder):
 def test_no_generic_top_level_names_in_site_packages(tmp_path):
     site = Path(sysconfig.get_paths()["purelib"])
     for name in ["model", "datasets", "flows", "preprocessing", "training", "inference", "latent_cache", "self_boost",
-                 "core"]:
+                 "evaluation", "core"]:
         assert not (site / name).exists(), f"{name} leaked into {site}"
     # Outside the checkout, generic names resolve to nothing of ours (Hugging Face's `datasets`,
     # if installed, stays reachable).

@@ -78,3 +78,25 @@ def test_two_stage_runs_every_step_then_skips_what_is_complete(prefect_harness, 
     second = two_stage(data=str(data), output=str(tmp_path / "runs"), preset="tiny", config=job)
     assert all(second[name]["skipped"] for name in ("stage1_image", "stage1_video", "stage2"))
     assert second["self_boost"]["generated"] == 0
+
+
+def test_a_step_given_in_part_keeps_its_own_stage_defaults(tmp_path):
+    """``stage2.runtime.max_steps=30`` (or a YAML section with one key) changes that key only: the
+    rest of stage 2 stays configs/train/stage2.yaml's, not the plain TrainJob defaults."""
+    from anycharv.config import load_config
+    from anycharv.flows.two_stage import TwoStageJob, stage_defaults
+    from anycharv.training.config import TrainJob
+
+    partial = load_config(TwoStageJob, None, ["stage2.runtime.max_steps=30", "self_boost.boost.steps=3"])
+    expected = stage_defaults("stage2")
+    assert partial.stage2.runtime.max_steps == 30 and expected.runtime.max_steps != 30
+    assert partial.stage2.train == expected.train
+    plain = TrainJob()
+    assert (plain.train.optim.warmup_steps, plain.train.modules.gradient_checkpointing) != (
+        expected.train.optim.warmup_steps, expected.train.modules.gradient_checkpointing)  # the test can fail
+    assert partial.self_boost.boost.steps == 3 and partial.stage1_image == TwoStageJob().stage1_image
+    yaml_file = tmp_path / "steps.yaml"
+    yaml_file.write_text("stage2:\n  train:\n    optim:\n      warmup_steps: 7\n")
+    from_file = load_config(TwoStageJob, yaml_file)
+    assert from_file.stage2.train.optim.warmup_steps == 7
+    assert from_file.stage2.train.data == expected.train.data and from_file.stage2.runtime == expected.runtime

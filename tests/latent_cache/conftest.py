@@ -17,23 +17,12 @@ from anycharv.preprocessing.video_io import read_frames
 
 
 def train_tiny_vae(steps: int = 250, seed: int = 0, patch: int = 32):
-    from anycharv.model.tiny import build_tiny_components
+    """The tiny VAE fitted to the first 48 frames (64x64) of three sample videos."""
+    from anycharv.model.tiny_vae_fit import fit_tiny_vae
 
-    vae = build_tiny_components(seed=seed, with_image_encoder=False)["vae"].train()
     frames = np.concatenate([read_frames(str(asset_path(n)), 0, 48, (64, 64)) for n in
                              ("pose2sim_cam01.mp4", "pose2sim_cam02.mp4", "sports2d_demo.mp4")])
-    x_all = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(vae.parameters(), lr=2e-3)
-    for _ in range(steps):
-        picks = torch.randint(len(x_all), (8,), generator=gen)
-        y0, x0 = (int(v) for v in torch.randint(64 - patch + 1, (2,), generator=gen))
-        x = x_all[picks, :, y0:y0 + patch, x0:x0 + patch]
-        loss = torch.nn.functional.mse_loss(vae.decode(vae.encode(x).latent_dist.mean).sample, x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return vae.eval()
+    return fit_tiny_vae(frames, steps=steps, seed=seed, patch=patch)
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +50,4 @@ def load_prep_output_module():
 @pytest.fixture
 def prep_dir(tmp_path) -> Path:
     return load_prep_output_module().make_prep_output(tmp_path / "prep")
+

@@ -12,6 +12,8 @@ import tarfile
 import time
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -158,6 +160,26 @@ def test_rerun_keeps_everything_and_starts_nothing(cached):
     assert (again.encoded, again.shards_written, again.ray_started) == (0, 0, False)
     assert (out / "shards" / "index.parquet").read_bytes() == before
     assert {p: p.stat().st_mtime_ns for p in (out / "shards").rglob("*.tar")} == tars
+
+
+def test_a_grown_input_adds_its_new_clips_to_the_shards(prep_dir, encoder_dirs, tmp_path):
+    """New clips sort into shards that are complete already: those shards are written again with
+    them (a rerun must not keep the old membership), and the index is a fresh run's."""
+    manifest = prep_dir / "manifest" / "clips.parquet"
+    full = pq.read_table(manifest)
+    ok = [r["clip_id"] for r in full.to_pylist() if r["status"] == "ok"]
+    source = EncoderSource(**encoder_dirs)
+    out = tmp_path / "cache"
+    pq.write_table(full.filter(pa.compute.is_in(full["clip_id"], pa.array(ok[::2]))), manifest)  # every other clip
+    first = run_cache(_job(), str(prep_dir), str(out), source)
+    assert first.samples == len(ok[::2]) == 3
+    pq.write_table(full, manifest)  # the input grew: the other clips arrive
+    again = run_cache(_job(), str(prep_dir), str(out), source)
+    clean = run_cache(_job(), str(prep_dir), str(tmp_path / "clean"), source)
+    assert again.samples == clean.samples == 6 and again.shards_written >= 1
+    columns = ["clip_id", "shard", "split", "bucket"]
+    assert (pq.read_table(out / "shards" / "index.parquet", columns=columns).to_pylist()
+            == pq.read_table(tmp_path / "clean" / "shards" / "index.parquet", columns=columns).to_pylist())
 
 
 def test_other_settings_do_not_mix_into_the_folder(cached):
