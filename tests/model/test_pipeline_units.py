@@ -76,7 +76,8 @@ def test_make_scheduler_matches_official_config_and_goldens(reference_dir, golde
     for key, value in official.items():
         assert sched.config[key] == value, key
     assert SCHEDULER_CONFIG["prediction_type"] == "v_prediction"
-    torch.testing.assert_close(sched.alphas_cumprod, golden["alphas_cumprod"], rtol=0, atol=0)
+    # float32 cumprod rounds differently with the CPU's vector width (AVX2 vs AVX-512: up to 3e-7 here)
+    torch.testing.assert_close(sched.alphas_cumprod, golden["alphas_cumprod"], rtol=1e-5, atol=1e-6)
     assert sched.alphas_cumprod[-1] == 0  # zero terminal SNR
     sched.set_timesteps(run["steps"])
     assert torch.equal(sched.timesteps, golden["timesteps"])
