@@ -17,6 +17,10 @@ def pytest_configure(config):
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect binds its console log handler to the sys.stderr of the moment it is first imported.
+    # Import it now, under the session's capture: imported first inside a test that uses capsys,
+    # every later flow run would log to that test's closed stream (ValueError in rich).
+    import prefect.main  # noqa: F401
 
 
 def _has_cuda() -> bool:
