@@ -1,5 +1,5 @@
 """The metric math on hand-made images: masked PSNR / SSIM / L1, SSIM against an independent
-implementation (and scikit-image when it is installed), the Fréchet distance against closed forms,
+implementation of its definition, the Fréchet distance against closed forms,
 and LPIPS's defining properties on a real AlexNet with random weights."""
 
 from __future__ import annotations
