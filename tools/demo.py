@@ -83,7 +83,7 @@ def main() -> int:
     print(f"  batch/                 results.parquet ({summary['batch_ok']} of {summary['batch_jobs']} jobs ok):")
     for video, preview in zip(summary["batch_outputs"], summary["batch_previews"]):
         print(f"                         {video}\n                         {preview}")
-    print("Tiny networks trained for minutes on two clips per video: the generated person is a blurry figure "
+    print("Tiny networks trained for minutes on two training clips: the generated person is a blurry figure "
           "in the right place and pose, not the reference's likeness (README, 'What the demo shows').")
     return 0
 
