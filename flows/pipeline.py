@@ -29,13 +29,14 @@ from anycharv.flows.batch_infer import batch_infer
 from anycharv.flows.cache_latents import cache_latents
 from anycharv.flows.evaluate import evaluate
 from anycharv.flows.preprocess import preprocess
+from anycharv.flows.train import export_run
 from anycharv.flows.two_stage import TwoStageJob, two_stage
 from anycharv.inference.batch_config import BatchJob
 from anycharv.latent_cache.config import CacheJob
 from anycharv.output_paths import check_output_dir
 from anycharv.preprocessing.inputs import require_inputs
 from anycharv.preprocessing.runtime import PreprocessJob
-from anycharv.training.export import export_model, export_start
+from anycharv.training.export import export_start
 
 
 class JobsConfig(StrictModel):
@@ -53,11 +54,6 @@ class PipelineJob(StrictModel):
                                                    "trained model's margin over it is what training bought")
     batch: BatchJob = BatchJob()
     jobs: JobsConfig = JobsConfig()
-
-
-@task(name="export-model", cache_policy=NONE, persist_result=False)
-def export_task(run_dir: str, output: str) -> str:
-    return str(export_model(run_dir, output))
 
 
 @task(name="export-start", cache_policy=NONE, persist_result=False)
@@ -99,7 +95,7 @@ def pipeline(videos: list[str], references: list[str], output: str, init: str | 
     cache = cache_latents(out["preprocess"], out["cache"], weights=encoders, preset=preset if not encoders else None,
                           config=config.cache)
     trained = two_stage(out["cache"], out["train"], init=init, preset=preset, unet2d=unet2d, config=config.two_stage)
-    model_dir = export_task(trained["final_model"], out["model"])
+    model_dir = export_run(trained["final_model"], out["model"])
     scores = evaluate(model_dir, out["cache"], out["evaluation"], config.evaluate)
     start_scores = None
     if preset and config.evaluate_start:

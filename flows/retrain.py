@@ -32,6 +32,7 @@ from anycharv.evaluation.runner import is_better
 from anycharv.flows.cache_latents import cache_latents
 from anycharv.flows.evaluate import evaluate
 from anycharv.flows.preprocess import preprocess
+from anycharv.flows.train import export_run
 from anycharv.flows.two_stage import TwoStageJob, two_stage
 from anycharv.latent_cache.config import CacheJob, EncoderSource
 from anycharv.latent_cache.identity import cache_encoder_source
@@ -40,7 +41,6 @@ from anycharv.output_paths import check_output_dir
 from anycharv.preprocessing.inputs import expand_inputs
 from anycharv.preprocessing.runtime import PreprocessJob
 from anycharv.serving import ServingRoot
-from anycharv.training.export import export_model
 
 
 class PromotionConfig(StrictModel):
@@ -88,11 +88,6 @@ def last_round(root: Path) -> dict | None:
         if record.get("finished"):
             return record
     return None
-
-
-@task(name="export-model", cache_policy=NONE, persist_result=False)
-def export_task(run_dir: str, output: str) -> str:
-    return str(export_model(run_dir, output))
 
 
 @task(name="decide-promotion", cache_policy=NONE, persist_result=False)
@@ -178,7 +173,7 @@ def retrain(videos: list[str], root: str, init: str | None = None, unet2d: str |
     steps = config.two_stage.model_copy(deep=True)
     steps.stage2.train.data.boost_dir = str(round_dir / "boost")  # this round's stage-1 model makes its own pairs
     trained = two_stage(cache, str(round_dir / "train"), config=steps, **start)
-    model_dir = export_task(trained["final_model"], str(round_dir / "model"))
+    model_dir = export_run(trained["final_model"], str(round_dir / "model"))
     new_scores = evaluate(model_dir, cache, str(round_dir / "eval_new"), config.evaluate)
     served_scores = evaluate(str(served), cache, str(round_dir / "eval_served"), config.evaluate) if served else None
     decision = decide(str(root_dir), round_id, new_scores, served_scores, str(served) if served else None, model_dir,

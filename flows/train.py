@@ -57,6 +57,14 @@ def loss_curve(layout: RunLayout) -> Path | None:
     return path
 
 
+@task(name="export-model", cache_policy=NONE, persist_result=False)
+def export_run(run_dir: str, output: str) -> str:
+    """The run's latest checkpoint as a pipeline folder (``anycharv export``)."""
+    from anycharv.training.export import export_model
+
+    return str(export_model(run_dir, output))
+
+
 @task(name="publish-training-artifacts", cache_policy=NONE, persist_result=False)
 def publish(summary: dict[str, Any]) -> None:
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact

@@ -12,7 +12,6 @@ learns to colour noise), then prints where everything is.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -66,25 +65,9 @@ def main() -> int:
               file=sys.stderr)
         return code
 
-    summary = json.loads((out / "pipeline-summary.json").read_text())
-    trained, start = summary["evaluation"], summary.get("evaluation_start")
-    print(f"\nDemo finished in {time.time() - started:.0f} s. Everything is under {out}:")
-    print("  pipeline-summary.json  where each step wrote, with the figures below")
-    print(f"  preprocess/            manifest/clips.parquet ({summary['clips_ok']} clips ok), clips/*/preview.png")
-    print(f"  cache/                 shards/index.parquet ({summary['cache_samples']} samples, "
-          f"{summary['cache_splits']}), preview.png")
-    print("  train/                 stage1_image, stage1_video, stage2: metrics.jsonl, checkpoints/, validation/")
-    print(f"  model/                 the exported stage-2 pipeline (anycharv infer --weights {out / 'model'})")
-    if start:
-        print(f"  evaluation/            held-out self-reconstruction, {trained['metric']}: trained "
-              f"{trained['score']} vs untrained start {start['score']} (evaluation/start/)")
-    else:
-        print(f"  evaluation/            held-out self-reconstruction, {trained['metric']} {trained['score']}")
-    print(f"  batch/                 results.parquet ({summary['batch_ok']} of {summary['batch_jobs']} jobs ok):")
-    for video, preview in zip(summary["batch_outputs"], summary["batch_previews"]):
-        print(f"                         {video}\n                         {preview}")
-    print("Tiny networks trained for minutes on two training clips: the generated person is a blurry figure "
-          "in the right place and pose, not the reference's likeness (README, 'What the demo shows').")
+    print(f"\nDemo finished in {time.time() - started:.0f} s; everything is under {out} (listed above). Tiny "
+          "networks trained for minutes on two training clips: the generated person is a blurry figure in the "
+          "right place and pose, not the reference's likeness (README, 'What the demo shows').")
     return 0
 
 

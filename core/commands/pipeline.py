@@ -82,5 +82,6 @@ def print_summary(s: dict) -> None:
     versus = f" (untrained start: {start['score']})" if start else ""
     print(f"evaluation: {s['evaluation_dir']} ({ev['metric']} {ev['score']}{versus})")
     print(f"batch:      {s['batch_results']} ({s['batch_ok']} of {s['batch_jobs']} jobs ok)")
-    for video in s["batch_outputs"]:
-        print(f"            {video}")
+    for video, preview in zip(s["batch_outputs"], s["batch_previews"]):
+        print(f"            {video}  (preview {preview})")
+    print(f"summary:    {s['output']}/pipeline-summary.json")

@@ -14,7 +14,7 @@ FIXTURES_MODULE = "anycharv_test_eval_fixtures"
 
 
 def eval_fixtures():
-    """``eval_fixtures.py`` as a module (tests/ is not a package); the flow tests load it too."""
+    """``eval_fixtures.py`` as a module (tests/ is not a package)."""
     if FIXTURES_MODULE not in sys.modules:
         spec = importlib.util.spec_from_file_location(FIXTURES_MODULE, Path(__file__).with_name("eval_fixtures.py"))
         sys.modules[FIXTURES_MODULE] = importlib.util.module_from_spec(spec)

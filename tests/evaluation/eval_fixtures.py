@@ -1,5 +1,5 @@
-"""What the evaluation tests run on (plain functions; ``conftest.py`` and the flow tests wrap them as
-fixtures; loaded by path, tests/ is not a package): a real small latent cache made by the cache job
+"""What the evaluation tests run on (plain functions that ``conftest.py`` wraps as fixtures;
+loaded by path, tests/ is not a package): a real small latent cache made by the cache job
 from the latent-cache tests' preprocessing output (``tests/latent_cache/prep_output.py``: three
 source videos, two 8-frame clips each, two buckets, one video held out as the val split) with the
 tiny encoders, the tiny networks saved as an exported model folder, and small real metric networks

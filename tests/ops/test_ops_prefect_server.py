@@ -4,7 +4,6 @@ flow run triggered through the REST API, and that run's artifacts are read back 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -103,4 +102,4 @@ def _terminal(api: httpx.Client, run_id: str) -> str | None:
 def _no_inherited_api(monkeypatch):
     """The servers here are the only Prefect the subprocesses may see."""
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    os.environ.pop("PREFECT_PROFILES_PATH", None)
+    monkeypatch.delenv("PREFECT_PROFILES_PATH", raising=False)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import io
 import json
 import re
@@ -18,28 +17,18 @@ import pytest
 
 from anycharv.cli import main
 
-FIXTURES = Path(__file__).resolve().parents[1] / "evaluation" / "eval_fixtures.py"
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = ["runtime.executor=local", "runtime.progress=false", "eval.steps=2", "eval.num_frames=4"]
 
 
-def _fixtures():
-    name = "anycharv_test_eval_fixtures"  # the name tests/evaluation/conftest.py loads it under
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, FIXTURES)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
+@pytest.fixture
+def cache(eval_cache) -> Path:
+    return eval_cache
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return _fixtures().build_cache(tmp_path_factory.mktemp("flow-eval-cache"))
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    return _fixtures().build_model(tmp_path_factory.mktemp("flow-eval-model") / "model")
+@pytest.fixture
+def model(eval_model) -> Path:
+    return eval_model
 
 
 def _artifacts(flow_run_id) -> dict:
