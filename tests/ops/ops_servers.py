@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import httpx
+
 BIN = Path(sys.executable).parent
 
 
@@ -85,6 +87,31 @@ def prefect_server(home: Path) -> Iterator[dict[str, str]]:
         yield env
     finally:
         stop_group(process)
+
+
+class RetryingTransport(httpx.HTTPTransport):
+    """Retries the answers Prefect's own client retries (429, 502, 503): a server on a loaded machine
+    answers 503 while its SQLite database is locked by one of its background services."""
+
+    RETRY = (429, 502, 503)
+
+    def __init__(self, attempts: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        self.attempts = attempts
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(self.attempts):
+            response = super().handle_request(request)
+            if response.status_code not in self.RETRY or attempt == self.attempts - 1:
+                return response
+            response.close()
+            time.sleep(min(0.5 * 2 ** attempt, 8.0))
+        raise AssertionError("unreachable")
+
+
+def api_client(env: dict[str, str]) -> httpx.Client:
+    """An HTTP client for the REST API of the server that ``env`` points at."""
+    return httpx.Client(base_url=env["PREFECT_API_URL"], timeout=30, transport=RetryingTransport())
 
 
 @contextmanager

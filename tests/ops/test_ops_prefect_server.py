@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ops_servers import BIN, prefect_server, stop_group, wait_for
+from ops_servers import BIN, api_client, prefect_server, stop_group, wait_for
 
 from anycharv.assets import asset_path
 
@@ -44,8 +44,7 @@ def _cli(args: list[str], env: dict, cwd: Path | None = None) -> str:
 
 
 def test_deployments_a_triggered_run_and_its_artifacts_on_a_real_server(tmp_path):
-    with prefect_server(tmp_path / "prefect-home") as env, httpx.Client(base_url=env["PREFECT_API_URL"],
-                                                                        timeout=30) as api:
+    with prefect_server(tmp_path / "prefect-home") as env, api_client(env) as api:
         # prefect.yaml, deployed the way its header says
         _cli([str(BIN / "prefect"), "work-pool", "create", "anycharv", "--type", "process"], env)
         _cli([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env, cwd=REPO)
