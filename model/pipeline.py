@@ -101,6 +101,17 @@ PARITY_OPTIONS = InferenceOptions(context_schedule="official", window_average="c
                                   latent_scale="official")
 
 
+def window_groups(windows: list[list[int]], size: int) -> list[list[list[int]]]:
+    """Consecutive windows in groups of at most ``size`` that share a length (one UNet call each)."""
+    groups: list[list[list[int]]] = []
+    for window in windows:
+        if groups and len(groups[-1]) < size and len(groups[-1][0]) == len(window):
+            groups[-1].append(window)
+        else:
+            groups.append([window])
+    return groups
+
+
 def _device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
     p = next(module.parameters())
     return p.device, p.dtype
@@ -238,6 +249,7 @@ class AnyCharVPipeline(DiffusionPipeline):
         context_frames: int = 24,
         context_overlap: int = 6,
         context_stride: int = 1,
+        context_batch_size: int = 1,
         encode_chunk_size: int = 8,
         decode_chunk_size: int = 8,
         output_type: str = "np",
@@ -276,6 +288,9 @@ class AnyCharVPipeline(DiffusionPipeline):
             context_frames (`int`, *optional*, defaults to 24), context_overlap (`int`, *optional*, defaults to 6):
                 Window length and overlap of the temporal windows.
             context_stride (`int`, *optional*, defaults to 1): Dilated windows; official schedule only.
+            context_batch_size (`int`, *optional*, defaults to 1):
+                Windows per denoising-UNet call (the official option of that name): same result, fewer and
+                larger calls, memory grows with it.
             encode_chunk_size (`int`, *optional*, defaults to 8), decode_chunk_size (`int`, *optional*, defaults to 8):
                 Most frames the VAE and the pose guider see at once (memory bound, same result).
             output_type (`str`, *optional*, defaults to `"np"`):
@@ -329,6 +344,7 @@ class AnyCharVPipeline(DiffusionPipeline):
         latents = self.denoise(ref_latent, embeds, tgt_latents, mask_latents, pose_fea,
                                num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, eta=eta,
                                generator=generator, latents=latents, windows=windows, options=opts,
+                               context_batch_size=context_batch_size,
                                callback_on_step_end=callback_on_step_end, tensor_inputs=tensor_inputs)
 
         # 4. decode
@@ -344,7 +360,8 @@ class AnyCharVPipeline(DiffusionPipeline):
                 guidance_scale: float = 3.0, eta: float = 0.0, generator: torch.Generator | None = None,
                 latents: torch.Tensor | None = None, windows: list[list[int]] | None = None,
                 options: InferenceOptions | None = None, context_frames: int = 24, context_overlap: int = 6,
-                callback_on_step_end=None, tensor_inputs: list[str] | None = None) -> torch.Tensor:
+                context_batch_size: int = 1, callback_on_step_end=None,
+                tensor_inputs: list[str] | None = None) -> torch.Tensor:
         r"""
         The sampling loop on conditions already in latent space (what ``__call__`` runs after encoding;
         the self-boost job and training validation call it on cached latents).
@@ -370,6 +387,9 @@ class AnyCharVPipeline(DiffusionPipeline):
         num_frames = target_latents.shape[2]
         if windows is None:
             windows = context_windows(opts.context_schedule, num_frames, context_frames, context_overlap, 1)
+        if not isinstance(context_batch_size, int) or context_batch_size < 1:
+            raise InputError("context_batch_size", f"must be an integer >= 1, got {context_batch_size!r}")
+        groups = window_groups(windows, context_batch_size)
         tensor_inputs = list(tensor_inputs or ["latents"])
         do_cfg = guidance_scale > 1.0
         self._guidance_scale, self._num_timesteps, self._interrupt = guidance_scale, num_inference_steps, False
@@ -405,15 +425,20 @@ class AnyCharVPipeline(DiffusionPipeline):
                         break
                     noise_pred = torch.zeros((halves, *shape[1:]), device=device, dtype=torch.float32)
                     counter = torch.zeros((1, 1, num_frames, 1, 1), device=device, dtype=torch.float32)
-                    for window in windows:
-                        idx = torch.tensor(window, device=device)
-                        noisy = self.scheduler.scale_model_input(latents[:, :, idx], t)
-                        unet_in = torch.cat([noisy, target_latents[:, :, idx], mask_latents[:, :, idx]], dim=1)
+                    for group in groups:
+                        # batch rows: [uncond windows..., cond windows...], as the reader expects
+                        idx = [torch.tensor(window, device=device) for window in group]
+                        unet_in = torch.cat([torch.cat([self.scheduler.scale_model_input(latents[:, :, w], t),
+                                                        target_latents[:, :, w], mask_latents[:, :, w]], dim=1)
+                                             for w in idx])
+                        pose_in = torch.cat([pose_features[:, :, w] for w in idx])
                         pred = self.denoising_unet(unet_in.repeat(halves, 1, 1, 1, 1).to(unet_dtype), t,
-                                                   encoder_hidden_states=context,
-                                                   pose_cond_fea=pose_features[:, :, idx].repeat(halves, 1, 1, 1, 1))
-                        noise_pred[:, :, idx] = noise_pred[:, :, idx] + pred.float()
-                        counter[:, :, idx] = counter[:, :, idx] + 1
+                                                   encoder_hidden_states=context.repeat_interleave(len(idx), dim=0),
+                                                   pose_cond_fea=pose_in.repeat(halves, 1, 1, 1, 1))
+                        pred = pred.float().unflatten(0, (halves, len(idx)))
+                        for j, w in enumerate(idx):
+                            noise_pred[:, :, w] = noise_pred[:, :, w] + pred[:, j]
+                            counter[:, :, w] = counter[:, :, w] + 1
                     if do_cfg:
                         uncond, cond = (noise_pred / counter).chunk(2)
                         noise_pred = uncond + guidance_scale * (cond - uncond)

@@ -114,7 +114,7 @@ def _pil_inputs(reference_dir):
     return ref, tgt, pose, masks, inp
 
 
-def _generate(pipe, reference_dir, guidance):
+def _generate(pipe, reference_dir, guidance, **call_kwargs):
     run = _run_settings(reference_dir)
     ref, tgt, pose, masks, inp = _pil_inputs(reference_dir)
     assert len(tgt) == run["video_length"]
@@ -125,7 +125,7 @@ def _generate(pipe, reference_dir, guidance):
                    num_inference_steps=run["steps"], guidance_scale=guidance, eta=run["eta"],
                    generator=torch.manual_seed(run["gen_seed"]), context_frames=run["context_frames"],
                    context_overlap=run["context_overlap"], context_stride=run["context_stride"],
-                   output_type="pt")
+                   output_type="pt", **call_kwargs)
     finally:
         rec.close(pipe)
     rec.seconds = time.perf_counter() - start
@@ -229,3 +229,31 @@ def test_pipeline_parity_matches_official_long_video(parity_pipe, reference_dir,
     record_property("seconds", round(rec.seconds, 2))
     print(f"\n{golden_name}: {len(diffs)} tensors, worst {worst} = {diffs[worst]:.3g}, run {rec.seconds:.1f}s")
     print(json.dumps({k: float(f"{v:.3g}") for k, v in sorted(diffs.items())}))
+
+
+@pytest.mark.parametrize(("golden_name", "batch"), [("e2e_golden", 2), ("e2e_golden", 3), ("e2e_nocfg_golden", 2)])
+def test_batched_windows_give_the_official_result_in_fewer_calls(parity_pipe, reference_dir, golden_name, batch):
+    """``context_batch_size``: windows share UNet calls ([uncond windows, cond windows] rows); every
+    step's latents still match the official run (which batched nothing)."""
+    run = _run_settings(reference_dir)
+    info = json.loads((reference_dir / "generation_info.json").read_text())["e2e"]
+    golden = load_file(str(reference_dir / f"{golden_name}.safetensors"))
+    guidance = run["cfg"] if golden_name == "e2e_golden" else info["nocfg_run"]["guidance"]
+    windows = info["windows"] if golden_name == "e2e_golden" else info["nocfg_run"]["windows"]
+    assert len(windows) > 1, "this golden set has one window; batching cannot be checked on it"
+    rec = _generate(parity_pipe, reference_dir, guidance, context_batch_size=batch)
+
+    calls_per_step = -(-len(windows) // batch)
+    assert len(rec.unet_calls) == run["steps"] * calls_per_step
+    halves = 2 if guidance > 1 else 1
+    assert rec.unet_calls[0]["sample"].shape[0] == halves * min(batch, len(windows))
+    assert all(call["bank_dtypes"] == {torch.float16} for call in rec.unet_calls)
+    checked = 0
+    for name, ref in golden.items():
+        if name == "final_latents" or (name.startswith("step") and name.endswith(("_latents_out", "_model_output"))):
+            step, key = name.split("_", 1) if name != "final_latents" else (None, name)
+            mine = rec.steps[-1]["latents_out"] if step is None else rec.steps[int(step[4:])][key]
+            diff = (mine.detach().cpu().double() - ref.double()).abs().max().item()
+            assert diff <= E2E_ATOL, f"{name}: max abs diff {diff:.3g} > {E2E_ATOL}"
+            checked += 1
+    assert checked >= run["steps"] + 1
