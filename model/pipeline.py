@@ -406,9 +406,7 @@ class AnyCharVPipeline(DiffusionPipeline):
         elif tuple(latents.shape) != shape:
             raise InputError("latents", f"expected shape {shape}, got {tuple(latents.shape)}", "bad_shape")
         latents = (latents.to(device) * self.scheduler.init_noise_sigma).float()
-        step_kwargs = {"eta": eta}
-        if eta > 0:
-            step_kwargs["generator"] = generator
+        step_kwargs = self._step_kwargs(eta, generator, opts)
 
         halves = 2 if do_cfg else 1
         bank_dtype = torch.float16 if opts.reference_bank_dtype == "float16" else None
@@ -453,6 +451,17 @@ class AnyCharVPipeline(DiffusionPipeline):
         finally:
             control.remove()
         return latents
+
+    def _step_kwargs(self, eta: float, generator, options: InferenceOptions) -> dict[str, Any]:
+        """``eta`` for DDIM; other solvers take no eta. Parity needs the official DDIM sampler."""
+        if not isinstance(self.scheduler, DDIMScheduler):
+            if options is PARITY_OPTIONS:  # parity requested (explicit quirk overrides are a copy)
+                raise InputError("scheduler", f"parity mode needs the official DDIMScheduler, not "
+                                              f"{type(self.scheduler).__name__}")
+            if eta:
+                raise InputError("eta", f"only DDIM takes eta; {type(self.scheduler).__name__} does not")
+            return {}
+        return {"eta": eta, "generator": generator} if eta > 0 else {"eta": eta}
 
     @property
     def guidance_scale(self) -> float:
