@@ -37,8 +37,8 @@ def infer_video(pipe, ref, video: str | None = None, *, target=None, cfg=None, p
                 size: int | tuple[int, int] = 576, max_frames: int | None = None, start: int = 0, steps: int = 30,
                 guidance: float = 3.0, seed: int = 0, paste_back: bool = True, feather_px: float | None = None,
                 box_pad: float = 0.1, segment: Callable | None = None, ref_background: str | tuple | None = None,
-                context_frames: int = 24, context_overlap: int = 6, log: Callable[[str], None] | None = None
-                ) -> InferenceResult:
+                context_frames: int = 24, context_overlap: int = 6, context_batch_size: int = 1,
+                log: Callable[[str], None] | None = None) -> InferenceResult:
     """Run the whole inference on ``video`` with reference ``ref`` (path or RGB uint8 array).
 
     ``target`` (a ``TargetInputs`` from ``prepare_target``) may be given instead of ``video``; then
@@ -81,7 +81,8 @@ def infer_video(pipe, ref, video: str | None = None, *, target=None, cfg=None, p
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     out = pipe(reference.image, target.frames, target.poses, target.masks, height=height, width=width,
                num_inference_steps=steps, guidance_scale=guidance, generator=generator,
-               context_frames=context_frames, context_overlap=context_overlap, output_type="uint8")
+               context_frames=context_frames, context_overlap=context_overlap,
+               context_batch_size=context_batch_size, output_type="uint8")
     generated = np.asarray(out.frames[0])
     timings["pipeline_s"] = time.perf_counter() - t0
     timings["device"] = str(device)

@@ -65,6 +65,11 @@ def register(subparsers) -> None:
     p.add_argument("--no-ref-segment", action="store_true", help="place the whole reference photo (no isnet cut-out)")
     p.add_argument("--context-frames", type=int, default=24, help="frames per temporal window (default 24)")
     p.add_argument("--context-overlap", type=int, default=6, help="overlap of consecutive windows (default 6)")
+    p.add_argument("--context-batch-size", type=int, default=1, metavar="N",
+                   help="windows per denoising-UNet call (default 1; same result, more memory)")
+    p.add_argument("--solver", choices=["ddim", "dpmpp", "unipc"], default="ddim",
+                   help="sampler: ddim (default, the official one), or DPM-Solver++ / UniPC (2nd order, "
+                        "nearly the DDIM result in fewer --steps, e.g. 6-8; not with --parity)")
     p.add_argument("--parity", action="store_true", help="reproduce the official implementation's quirks exactly")
     p.add_argument("--config", metavar="YAML", help="preprocess config YAML (detector, tracker, pose backend, isnet)")
     p.add_argument("--save-inputs", metavar="DIR", help="also write the model inputs (ref, masks, poses) as mp4/png")
@@ -126,6 +131,10 @@ def run(args) -> int:
         check_output_dir(args.save_inputs, "--save-inputs")
     if args.steps < 1:
         raise InputError("--steps", f"must be >= 1, got {args.steps}")
+    if args.context_batch_size < 1:
+        raise InputError("--context-batch-size", f"must be >= 1, got {args.context_batch_size}")
+    if args.parity and args.solver != "ddim":
+        raise InputError("--solver", f"{args.solver} cannot reproduce the official output; --parity needs ddim")
     if not args.weights and not args.preset:
         raise InputError("--weights", "give --weights DIR_OR_HUB_ID, or --preset tiny for random tiny weights")
 
@@ -159,13 +168,18 @@ def run(args) -> int:
     components = load_components(args.weights, preset=args.preset, vae=args.vae, image_encoder=args.image_encoder,
                                  seed=args.seed)
     pipe = build_pipeline(components, device=device, dtype=dtype, parity=args.parity)
+    if args.solver != "ddim":
+        from anycharv.model.scheduling import make_solver
+
+        pipe.scheduler = make_solver(args.solver)
     load_s = time.perf_counter() - t0
     segment = None if args.no_ref_segment else isnet_segmenter(cfg.mask)
 
     result = infer_video(pipe, args.ref, target=target, steps=args.steps, guidance=args.guidance, seed=args.seed,
                          paste_back=not args.no_paste_back, feather_px=args.feather, segment=segment,
                          ref_background=args.ref_background, context_frames=args.context_frames,
-                         context_overlap=args.context_overlap, log=_err)
+                         context_overlap=args.context_overlap, context_batch_size=args.context_batch_size,
+                         log=_err)
     result.timings["prepare_target_s"] = prep_s
     t0 = time.perf_counter()
     out = write_video(args.out, result.video, result.fps)

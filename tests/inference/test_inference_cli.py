@@ -40,7 +40,7 @@ def test_cli_tiny_preset_writes_mp4_at_source_fps(tmp_path):
     cmd = [sys.executable, "-m", "anycharv.cli", "infer", "--preset", "tiny", "--ref",
            str(asset_path("astronaut.png")),
            "--video", str(asset_path(VIDEO_60FPS)), "--out", str(out), "--max-frames", "8", "--size", "64",
-           "--steps", "2", "--save-inputs", str(inputs)]
+           "--steps", "2", "--save-inputs", str(inputs), "--solver", "unipc", "--context-batch-size", "2"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", YOLO_OFFLINE="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -78,7 +78,8 @@ def _no_person_video(path):
 
 
 @pytest.mark.parametrize("case", ["image_text", "video_text", "video_missing", "no_person", "bad_size", "out_is_dir",
-                                  "out_under_file", "out_unwritable", "save_inputs_is_file"])
+                                  "out_under_file", "out_unwritable", "save_inputs_is_file",
+                                  "parity_solver"])
 def test_cli_bad_inputs_fail_with_one_line(case, tmp_path, capsys):
     ref, video = str(asset_path("grace_hopper.jpg")), str(asset_path(VIDEO_60FPS))
     extra = ["--size", "64"]
@@ -97,6 +98,9 @@ def test_cli_bad_inputs_fail_with_one_line(case, tmp_path, capsys):
         (tmp_path / "inputs").write_text("x")
         extra += ["--save-inputs", str(tmp_path / "inputs")]
         expect = "--save-inputs"
+    elif case == "parity_solver":
+        extra += ["--parity", "--solver", "dpmpp"]
+        expect = "--parity needs ddim"
     elif case == "image_text":
         ref = tmp_path / "ref.png"
         ref.write_text("not an image")
