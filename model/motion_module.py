@@ -36,6 +36,11 @@ class PositionEncoding(nn.Module):
         super().__init__()
         self.register_buffer("pe", sinusoidal_table(max_len, dim), persistent=True)
 
+    def rebuild_buffers(self, device: torch.device | str = "cpu") -> None:
+        """Compute the table again on ``device`` (after a meta-device build whose checkpoint lacks it)."""
+        with torch.device(device):
+            self.pe = sinusoidal_table(self.pe.shape[1], self.pe.shape[2])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frames = x.shape[1]
         if frames > self.pe.shape[1]:

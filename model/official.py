@@ -36,6 +36,7 @@ _PE = re.compile(r"\.pos_encoder\.pe$")
 _PREFIXES = ("module.", "_orig_mod.")
 # present in some ReferenceNet checkpoints (copied from the SD UNet) but unused by design
 _REFERENCE_UNUSED = re.compile(r"^(conv_norm_out|conv_out)\.")
+_ALIGNMENT = 64  # bytes: what torch's CPU allocator gives, and what the tests' numerics were made with
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -79,6 +80,13 @@ def load_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str,
     """Strict load with errors that name the keys. ``optional`` keys may be absent (deterministic
     buffers, kept as built); ``ignorable`` extra keys are dropped with a log line."""
     expected = model.state_dict()
+    check_keys(expected, state, source, optional, ignorable)
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+
+def check_keys(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str,
+               optional: Callable[[str], bool], ignorable: Callable[[str], bool]) -> None:
+    """Missing, unexpected and mis-shaped keys raise one ``WeightsError`` naming them."""
     missing = sorted(k for k in expected if k not in state and not optional(k))
     unexpected = sorted(k for k in state if k not in expected and not ignorable(k))
     problems = []
@@ -96,7 +104,37 @@ def load_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str,
     dropped = [k for k in state if k not in expected]
     if dropped:
         logger.info("%s: ignoring %d unused key(s): %s", source, len(dropped), short_keys(dropped))
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+
+def build_and_load(factory: Callable[[], nn.Module], state: dict[str, torch.Tensor], source: str,
+                   optional: Callable[[str], bool] = lambda key: False,
+                   ignorable: Callable[[str], bool] = lambda key: False) -> nn.Module:
+    """``factory()`` built on the meta device, then given the checkpoint's tensors themselves
+    (``assign``; cast to the built dtypes, copied only where misaligned), consuming ``state``: no
+    random initialisation and no second copy of the weights, so peak memory is one model, not two.
+    Same checks as ``load_checked``; anything the checkpoint does not provide must be built on a
+    real device by the model itself (optional buffers such as the position tables), else the load
+    fails naming it."""
+    with torch.device("meta"):
+        model = factory()
+    expected = model.state_dict()
+    check_keys(expected, state, source, optional, ignorable)
+    tensors = {}
+    for key in [k for k in state if k in expected]:
+        value = state.pop(key)  # consumed one by one: each original is freed once its copy exists
+        if value.dtype != expected[key].dtype:
+            value = value.to(expected[key].dtype)
+        elif value.data_ptr() % _ALIGNMENT:  # safetensors' tensors sit 8 bytes off; kernels want aligned ones
+            value = value.clone()
+        tensors[key] = value
+    model.load_state_dict(tensors, strict=False, assign=True)
+    for module in model.modules():  # deterministic buffers the checkpoint left out
+        if hasattr(module, "rebuild_buffers") and any(b.is_meta for b in module.buffers(recurse=False)):
+            module.rebuild_buffers("cpu")
+    left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:
+        raise WeightsError(f"{source}: no values for {short_keys(sorted(left))}")
+    return model
 
 
 def short_keys(keys: list[str], limit: int = 12) -> str:
@@ -156,11 +194,10 @@ class OfficialLayout:
 def _reference_unet(layout: OfficialLayout) -> ReferenceUNet2D:
     entry = layout.config("reference_unet")
     config = oc.model_kwargs(entry) if entry else dict(oc.RELEASE_UNET_2D)
-    model = ReferenceUNet2D(**oc.reference_unet_config(config, "reference_unet config"))
+    kwargs = oc.reference_unet_config(config, "reference_unet config")
     path = layout.weight_file("reference_unet")
-    load_checked(model, official_to_ours(read_state_dict(path)), str(path),
-                 ignorable=lambda k: bool(_REFERENCE_UNUSED.match(k)))
-    return model
+    return build_and_load(lambda: ReferenceUNet2D(**kwargs), official_to_ours(read_state_dict(path)), str(path),
+                          ignorable=lambda k: bool(_REFERENCE_UNUSED.match(k)))
 
 
 def _denoising_unet(layout: OfficialLayout) -> DenoisingUNet3D:
@@ -169,7 +206,7 @@ def _denoising_unet(layout: OfficialLayout) -> DenoisingUNet3D:
         config = oc.model_kwargs(entry)
     else:
         config = {**oc.RELEASE_UNET_2D, **oc.RELEASE_MOTION, "in_channels": 9}
-    model = DenoisingUNet3D(**oc.denoising_unet_config(config, "denoising_unet config"))
+    kwargs = oc.denoising_unet_config(config, "denoising_unet config")
     path = layout.weight_file("denoising_unet")
     state = official_to_ours(read_state_dict(path))
     motion = layout.weight_file("motion_module", required=False)
@@ -179,17 +216,15 @@ def _denoising_unet(layout: OfficialLayout) -> DenoisingUNet3D:
         if clash:
             raise WeightsError(f"{motion}: keys also present in {path.name}: {short_keys(clash)}")
         state.update(extra)
-    load_checked(model, state, str(path), optional=lambda k: bool(_PE.search(k)))
-    return model
+    return build_and_load(lambda: DenoisingUNet3D(**kwargs), state, str(path), optional=lambda k: bool(_PE.search(k)))
 
 
 def _pose_guider(layout: OfficialLayout) -> PoseGuider:
     entry = layout.config("pose_guider")
     config = oc.model_kwargs(entry) if entry else dict(oc.RELEASE_POSE_GUIDER)
-    model = PoseGuider(**oc.pose_guider_config(config))
+    kwargs = oc.pose_guider_config(config)
     path = layout.weight_file("pose_guider")
-    load_checked(model, official_to_ours(read_state_dict(path)), str(path))
-    return model
+    return build_and_load(lambda: PoseGuider(**kwargs), official_to_ours(read_state_dict(path)), str(path))
 
 
 def _fixture_vae(layout: OfficialLayout):
@@ -198,9 +233,8 @@ def _fixture_vae(layout: OfficialLayout):
     entry, path = layout.config("vae"), layout.weight_file("vae", required=False)
     if entry is None or path is None:
         return None
-    model = AutoencoderKL(**dict(entry.get("constructor_kwargs") or oc.model_kwargs(entry)))
-    load_checked(model, read_state_dict(path), str(path))
-    return model
+    kwargs = dict(entry.get("constructor_kwargs") or oc.model_kwargs(entry))
+    return build_and_load(lambda: AutoencoderKL(**kwargs), read_state_dict(path), str(path))
 
 
 def _fixture_image_encoder(layout: OfficialLayout):

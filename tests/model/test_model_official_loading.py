@@ -168,3 +168,38 @@ def test_convert_official_cli_round_trip(reference_dir, tmp_path, components, un
 
     again = _cli("convert-official", str(reference_dir), str(dst))
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_build_and_load_keeps_the_checkpoint_tensors_instead_of_a_second_copy():
+    """Meta-device build: the module's weights are the checkpoint's own (aligned) tensors, misaligned or
+    other-dtype ones are copied, a left-out position table is rebuilt, anything else left out is an error."""
+    from anycharv.model.motion_module import PositionEncoding, sinusoidal_table
+    from anycharv.model.official import build_and_load
+
+    def factory():
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+        model.pos = PositionEncoding(8, max_len=6)
+        return model
+
+    source = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    weight = source[0].weight.detach().clone()
+    misaligned = torch.empty(2 * 8 + 2)[2:].view(2, 8).copy_(source[1].weight.detach())  # 8 bytes off
+    state = {"0.weight": weight, "0.bias": source[0].bias.detach().double(), "1.weight": misaligned,
+             "1.bias": source[1].bias.detach().clone()}
+    optional = lambda key: key.endswith(".pe")  # noqa: E731
+    loaded = build_and_load(factory, dict(state), "test", optional=optional)
+    assert loaded[0].weight.data_ptr() == weight.data_ptr()  # no copy
+    assert loaded[0].bias.dtype == torch.float32 and torch.equal(loaded[0].bias, source[0].bias.float())
+    assert loaded[1].weight.data_ptr() % 64 == 0 and torch.equal(loaded[1].weight, misaligned)
+    assert torch.equal(loaded.pos.pe, sinusoidal_table(6, 8))  # not in the checkpoint: rebuilt
+    assert all(not t.is_meta for t in loaded.state_dict().values())
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(loaded[1](loaded[0](x)), source(x).detach(), rtol=0, atol=0)
+
+    def with_buffer():
+        model = factory()
+        model.register_buffer("scale", torch.ones(3), persistent=False)
+        return model
+
+    with pytest.raises(WeightsError, match="no values for scale"):
+        build_and_load(with_buffer, dict(state), "test", optional=optional)
