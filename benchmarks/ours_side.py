@@ -38,6 +38,7 @@ import torch  # noqa: E402
 from diffusers import DDIMScheduler  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
+from anycharv.allocator import keep_freed_memory  # noqa: E402
 from anycharv.model.official import load_official_components  # noqa: E402
 from anycharv.model.pipeline import PARITY_OPTIONS, AnyCharVPipeline  # noqa: E402
 from anycharv.model.scheduling import SOLVERS, make_solver  # noqa: E402
@@ -58,6 +59,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--call-kwargs", default="{}", help="JSON object of extra pipeline call kwargs")
     parser.add_argument("--solver", choices=SOLVERS, default="ddim", help="ddim: parity mode (default)")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's allocator as it is (default: keep_freed_memory(), as the CLI)")
     parser.add_argument("--check-only", action="store_true", help="load the weights, report, stop")
     return parser.parse_args(argv)
 
@@ -87,6 +90,8 @@ def main(argv=None) -> int:
         raise SystemExit("--call-kwargs must be a JSON object")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if not args.default_allocator:
+        keep_freed_memory()  # what `anycharv infer` and the batch workers do
     t0 = time.perf_counter()
     pipe = load_pipeline(Path(args.weights))
     load_s = time.perf_counter() - t0

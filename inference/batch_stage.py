@@ -111,7 +111,10 @@ class BatchInferStage(Stage):
         self.pipe = self.tracker = self.pose = self.segment = None
 
     def setup(self) -> None:
+        from anycharv.allocator import keep_freed_memory
         from anycharv.inference.video import isnet_segmenter
+
+        keep_freed_memory()  # a worker runs jobs until the batch ends: reuse freed pages
         from anycharv.preprocessing.detect_track import PersonTracker, keep_torch_threads
 
         self.pipe = load_pipeline(self.weights, self.preset, vae=self.cfg.vae, image_encoder=self.cfg.image_encoder,

@@ -162,6 +162,9 @@ def run(args) -> int:
     if target.model_size != uncapped:
         _err(f"note: model canvas capped at {target.model_size[0]}x{target.model_size[1]} instead of "
              f"{uncapped[0]}x{uncapped[1]} (extreme aspect ratio; --max-long-side sets the cap)")
+    from anycharv.allocator import keep_freed_memory
+
+    keep_freed_memory()  # one job per process: reuse freed pages instead of faulting them in every step
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
     t0 = time.perf_counter()
