@@ -17,10 +17,8 @@ from anycharv.model.pipeline import DEFAULT_OPTIONS, PARITY_OPTIONS, AnyCharVPip
 
 
 @pytest.fixture(scope="module")
-def pipe(reference_dir):
-    p = AnyCharVPipeline.from_components(load_official_components(reference_dir))
-    p.set_progress_bar_config(disable=True)
-    return p
+def pipe(golden_pipe):
+    return golden_pipe
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,12 @@ from diffusers import DDIMScheduler
 from safetensors.torch import load_file
 
 from anycharv.errors import InputError
-from anycharv.model.official import load_official_components
-from anycharv.model.pipeline import AnyCharVPipeline
 from anycharv.model.scheduling import SCHEDULER_CONFIG, SOLVERS, make_solver
 
 
 @pytest.fixture(scope="module")
-def pipe(reference_dir):
-    p = AnyCharVPipeline.from_components(load_official_components(reference_dir))
-    p.set_progress_bar_config(disable=True)
-    return p
+def pipe(golden_pipe):
+    return golden_pipe
 
 
 @pytest.fixture(scope="module")
