@@ -74,6 +74,18 @@ def load_pipeline(folder: Path) -> AnyCharVPipeline:
     return pipe
 
 
+def record_first_call(module: torch.nn.Module) -> dict:
+    """``{"s": seconds from this script's first line to the module's first forward}`` once it ran."""
+    seen = {"s": None}
+
+    def hook(*_):
+        seen["s"] = round(time.perf_counter() - T_START, 3)
+        handle.remove()
+
+    handle = module.register_forward_pre_hook(hook)
+    return seen
+
+
 def pil_inputs(path: str):
     data = load_file(path)
     ref = PIL.Image.fromarray(data["ref_image"].numpy(), mode="RGB")
@@ -110,6 +122,7 @@ def main(argv=None) -> int:
     ref, targets, poses, masks = pil_inputs(args.inputs)
     width, height = ref.size
     captured = {}
+    first_step = record_first_call(pipe.denoising_unet)
 
     def keep_latents(_pipe, _step, _t, tensors):
         captured["final_latents"] = tensors["latents"]
@@ -129,7 +142,8 @@ def main(argv=None) -> int:
 
     save_file({"final_latents": captured["final_latents"].float().contiguous(),
                "video_uint8": torch.from_numpy(np.ascontiguousarray(out.frames[0]))}, args.out)
-    report.update(call_s=round(call_s, 3), frames=len(targets), height=height, width=width, steps=args.steps,
+    report.update(call_s=round(call_s, 3), first_step_s=first_step["s"], frames=len(targets), height=height,
+                  width=width, steps=args.steps,
                   guidance=args.guidance, context_frames=args.context_frames,
                   context_overlap=args.context_overlap, seed=args.seed, pid=os.getpid())
     print(json.dumps(report), flush=True)

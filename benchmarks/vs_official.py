@@ -33,12 +33,13 @@ this project. Each side runs in its own virtual environment, in a fresh subproce
    given, context_frames 24, overlap 6, ``torch.manual_seed(42)``. The driver measures each process's wall
    time (spawn to exit) and its own peak RSS and CPU seconds (``os.wait4`` on its pid), and the 1-min load
    average before and after.
-4. Report: per case and side the median and every round of process wall, call, import and load seconds
-   and peak RSS MB, ours/official ratios of the medians, and agreement of each round's outputs: max and
-   mean abs diff of the final latents (the VAE decode input), max abs diff of the uint8 video and how many
-   values and pixels differ; plus whether each side repeated itself bit for bit across rounds. A table is
-   printed; the JSON (``--out``, rewritten after every case) holds the machine, both sides' package
-   versions and the settings.
+4. Report: per case and side the median and every round of process wall, call, import and load seconds,
+   the seconds from the first line of the side script to the first denoising-UNet call (``first_step_s``:
+   start-up as a user waits for it), peak RSS and peak anonymous RSS MB (see ``AnonPeak``), ours/official
+   ratios of the medians, and agreement of each round's outputs: max and mean abs diff of the final latents
+   (the VAE decode input), max abs diff of the uint8 video and how many values and pixels differ; plus
+   whether each side repeated itself bit for bit across rounds. A table is printed; the JSON (``--out``,
+   rewritten after every case) holds the machine, both sides' package versions and the settings.
 
 Timing boundaries: the official ``call_s`` is the pipeline call (decode to a float video included); its
 uint8 conversion (the script's ``(x*255).numpy().astype(np.uint8)``) is ``postprocess_s``, outside. Ours
@@ -79,7 +80,7 @@ DEFAULT_REFERENCE_DIR = REPO.parent / "shared" / "reference" / "anycharv-tiny-a"
 PACKAGES = ["torch", "diffusers", "transformers", "numpy", "pillow", "safetensors"]
 MODELS = ("vae", "reference_unet", "denoising_unet", "pose_guider", "image_encoder")
 MODEL_SEED, PERTURB_SEED, INPUT_SEED, GEN_SEED = 1234, 4321, 11, 42
-METRICS = ("process_wall_s", "call_s", "import_s", "load_s", "peak_rss_mb")
+METRICS = ("process_wall_s", "call_s", "import_s", "load_s", "first_step_s", "peak_rss_mb", "peak_anon_mb")
 
 
 # ----------------------------------------------------------------------------------------- weights
@@ -340,6 +341,41 @@ def child_env(official: bool) -> dict:
     return env
 
 
+class AnonPeak:
+    """Highest ``RssAnon`` of a running process, polled from ``/proc/PID/status`` every 10 ms.
+
+    Peak RSS (``ru_maxrss``) also counts the file-backed pages of the shared libraries a process maps,
+    and how many of those a process touches depends on the kernel's page-cache state of each file, not on
+    the process: the same ``import torch`` measured 222 MB or 275 MB here depending on which copy of
+    ``libtorch_cpu.so`` it loaded, byte-identical files. Anonymous memory (tensors, heaps) is what the code
+    controls, so both are reported."""
+
+    def __init__(self, pid: int, interval: float = 0.01):
+        self.peak_kb, self._path, self._done = 0, f"/proc/{pid}/status", threading.Event()
+        self._thread = threading.Thread(target=self._poll, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _poll(self, interval: float) -> None:
+        while not self._done.is_set():
+            try:
+                with open(self._path) as f:
+                    for line in f:
+                        if line.startswith("RssAnon:"):
+                            self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+                            break
+            except OSError:
+                return
+            self._done.wait(interval)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak_kb / 1024, 1)
+
+
 def run_process(cmd: list[str], env: dict, log_path: Path, timeout: float) -> dict:
     """Run one side; its wall time, own peak RSS and CPU seconds (``os.wait4``), load averages, JSON line."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -350,14 +386,17 @@ def run_process(cmd: list[str], env: dict, log_path: Path, timeout: float) -> di
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=str(REPO))
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
+        anon = AnonPeak(proc.pid)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
             timer.cancel()
+            anon.stop()
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     result = {"rc": proc.returncode, "process_wall_s": round(wall, 3),
               "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # KiB on Linux
+              "peak_anon_mb": anon.peak_mb,
               "cpu_user_s": round(usage.ru_utime, 2), "cpu_sys_s": round(usage.ru_stime, 2),
               "load_avg_before": [round(x, 2) for x in load_before],
               "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
@@ -496,8 +535,9 @@ def run_case(args, size: str, weights: Path, frames: int, work: Path) -> dict:
 
 # ----------------------------------------------------------------------------------------- report
 def table(cases: list[dict]) -> str:
+    widths = (10, 9, 9, 8, 9, 8, 8)
     lines = [f"{'case':<30} {'side':<9} {'process_s':>10} {'call_s':>9} {'import_s':>9} {'load_s':>8} "
-             f"{'rss_MB':>8}"]
+             f"{'1st_step':>9} {'rss_MB':>8} {'anon_MB':>8}"]
     for c in cases:
         name = f"{c['size']} {c['frames']}f {c['height']}x{c['width']} {c['steps']}st"
         if c.get("ours_solver", "ddim") != "ddim":
@@ -509,11 +549,11 @@ def table(cases: list[dict]) -> str:
             m = c[side]
             lines.append(f"{name:<30} {side:<9} " + " ".join(
                 f"{m[k]['median']:>{w}.2f}" if k in m else f"{'-':>{w}}"
-                for k, w in zip(METRICS, (10, 9, 9, 8, 8))))
+                for k, w in zip(METRICS, widths)))
             name = ""
         r = c["ratio_ours_over_official"]
         lines.append(f"{'':<30} {'ours/off':<9} " + " ".join(
-            f"{r[k]:>{w}.3f}" if k in r else f"{'-':>{w}}" for k, w in zip(METRICS, (10, 9, 9, 8, 8))))
+            f"{r[k]:>{w}.3f}" if k in r else f"{'-':>{w}}" for k, w in zip(METRICS, widths)))
         a = c["agreement_worst_round"]
         lines.append(f"{'':<30} agreement: latents max|d| {a['latents_max_abs_diff']:.2e} "
                      f"(mean {a['latents_mean_abs_diff']:.1e}, max|official| {a['latents_max_abs_official']:.2f}); "

@@ -14,10 +14,25 @@ import torch
 
 from anycharv.model.image_processing import pixels_to_tensor
 
-__all__ = ["OFFICIAL_LATENT_SCALE", "encode_frames", "decode_latents", "clip_image_embeds", "module_device_dtype"]
+__all__ = ["OFFICIAL_LATENT_SCALE", "encode_frames", "decode_latents", "clip_image_embeds", "module_device_dtype",
+           "auto_chunk_frames"]
 
 OFFICIAL_LATENT_SCALE = 0.18215
 """The official pipeline hard-codes SD's scaling factor for encode and decode."""
+
+ACCELERATOR_CHUNK_FRAMES = 8
+CPU_CHUNK_PIXELS = 4 * 128 * 128
+"""On CPU a chunk of this many pixels already runs the VAE at full speed (measured at 128x128 on a 2-core
+Xeon: 4 frames as fast as 8, 1 frame 30% slower), and the activations of larger chunks only add to the
+peak memory."""
+
+
+def auto_chunk_frames(device: torch.device, height: int, width: int) -> int:
+    """Frames per VAE chunk when the caller gives none: ``ACCELERATOR_CHUNK_FRAMES`` on an accelerator; on
+    CPU as many as fit in ``CPU_CHUNK_PIXELS`` (at least one)."""
+    if device.type != "cpu":
+        return ACCELERATOR_CHUNK_FRAMES
+    return max(1, CPU_CHUNK_PIXELS // (height * width))
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:

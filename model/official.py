@@ -27,6 +27,7 @@ from anycharv.model import official_configs as oc
 from anycharv.model.denoising_unet import DenoisingUNet3D
 from anycharv.model.pose_guider import PoseGuider
 from anycharv.model.reference_unet import ReferenceUNet2D
+from anycharv.model.safetensors_read import read_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +46,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # corrupt header etc.
-            raise WeightsError(f"{path}: cannot read safetensors file ({exc})") from exc
+        return read_safetensors(path)
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -124,7 +120,7 @@ def build_and_load(factory: Callable[[], nn.Module], state: dict[str, torch.Tens
         value = state.pop(key)  # consumed one by one: each original is freed once its copy exists
         if value.dtype != expected[key].dtype:
             value = value.to(expected[key].dtype)
-        elif value.data_ptr() % _ALIGNMENT:  # safetensors' tensors sit 8 bytes off; kernels want aligned ones
+        elif value.data_ptr() % _ALIGNMENT:  # memory-mapped safetensors sit 8 bytes off; kernels want aligned ones
             value = value.clone()
         tensors[key] = value
     model.load_state_dict(tensors, strict=False, assign=True)

@@ -19,7 +19,7 @@ from anycharv.model.context_windows import (
     official_windows,
     sliding_windows,
 )
-from anycharv.model.encoders import clip_image_embeds, decode_latents, encode_frames
+from anycharv.model.encoders import auto_chunk_frames, clip_image_embeds, decode_latents, encode_frames
 from anycharv.model.image_processing import (
     as_masks,
     as_rgb_frames,
@@ -165,6 +165,14 @@ def test_vae_chunking_bounds_batch_and_keeps_values(inputs, golden, vae):
     a = encode_frames(vae, inputs["tgt_frames"], chunk_size=1)
     b = encode_frames(vae, inputs["tgt_frames"], chunk_size=len(inputs["tgt_frames"]))
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_auto_chunk_frames_bounds_cpu_pixels_and_keeps_accelerators_at_eight():
+    cpu = torch.device("cpu")
+    assert auto_chunk_frames(cpu, 128, 128) == 4
+    assert auto_chunk_frames(cpu, 64, 64) == 16
+    assert auto_chunk_frames(cpu, 256, 256) == 1 and auto_chunk_frames(cpu, 1024, 576) == 1
+    assert auto_chunk_frames(torch.device("meta"), 1024, 576) == 8  # any non-CPU device
 
 
 def test_uint8_truncation_matches_official_video(reference_dir, golden):
