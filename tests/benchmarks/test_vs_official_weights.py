@@ -104,6 +104,8 @@ def test_ours_side_runs_one_step_in_a_measured_process(bench, micro_weights, tmp
     assert "error" not in res, res.get("error")
     assert res["side"] == "ours" and res["call_kwargs"] == {"decode_chunk_size": 2}
     assert res["peak_rss_mb"] > 50 and res["process_wall_s"] > res["call_s"] > 0
+    assert 50 < res["peak_anon_mb"] <= res["peak_rss_mb"]  # polled: torch alone is > 100 MB anonymous
+    assert res["import_s"] + res["load_s"] < res["first_step_s"] < res["process_wall_s"]
     assert len(res["load_avg_before"]) == 3
     result = load_file(str(out))
     assert result["final_latents"].shape == (1, 4, 4, 8, 8) and result["final_latents"].dtype == torch.float32
