@@ -16,6 +16,8 @@ from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
+from anycharv.model.short_attention import ShortSequenceAttnProcessor
+
 MOTION_GROUPS = 32  # fixed in the official code, independent of the UNet's norm_num_groups
 
 
@@ -51,27 +53,24 @@ class PositionEncoding(nn.Module):
 
 
 class TemporalSelfAttention(Attention):
-    """diffusers ``Attention`` run across frames at every spatial location (SDPA processor)."""
+    """diffusers ``Attention`` run across frames at every spatial location, on hidden states already laid
+    out as one sequence of frames per location, ``(b*h*w, f, c)`` (``ShortSequenceAttnProcessor``: SDPA,
+    or batched matrix products for short sequences on CPU)."""
 
     def __init__(self, dim: int, heads: int, dim_head: int, position_encoding: bool, max_len: int):
-        super().__init__(query_dim=dim, heads=heads, dim_head=dim_head, bias=False)
+        super().__init__(query_dim=dim, heads=heads, dim_head=dim_head, bias=False,
+                         processor=ShortSequenceAttnProcessor())
         self.pos_encoder = PositionEncoding(dim, max_len) if position_encoding else None
 
-    def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:  # type: ignore[override]
-        bf, tokens, channels = hidden_states.shape
-        batch = bf // num_frames
-        # (b f) d c -> (b d) f c
-        x = hidden_states.reshape(batch, num_frames, tokens, channels).permute(0, 2, 1, 3)
-        x = x.reshape(batch * tokens, num_frames, channels)
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if self.pos_encoder is not None:
-            x = self.pos_encoder(x)
-        x = super().forward(x)
-        x = x.reshape(batch, tokens, num_frames, -1).permute(0, 2, 1, 3)
-        return x.reshape(bf, tokens, -1)
+            hidden_states = self.pos_encoder(hidden_states)
+        return super().forward(hidden_states)
 
 
 class TemporalTransformerBlock(nn.Module):
-    """LayerNorm -> temporal self-attention (+residual) per attention block, then LayerNorm -> GEGLU FF."""
+    """LayerNorm -> temporal self-attention (+residual) per attention block, then LayerNorm -> GEGLU FF, on
+    ``(b*h*w, f, c)`` hidden states (every op but the attention acts per token, so any token order works)."""
 
     def __init__(self, dim: int, heads: int, dim_head: int, num_attention_blocks: int,
                  position_encoding: bool, max_len: int):
@@ -84,14 +83,17 @@ class TemporalTransformerBlock(nn.Module):
         self.ff = FeedForward(dim, activation_fn="geglu")
         self.ff_norm = nn.LayerNorm(dim)
 
-    def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         for attention, norm in zip(self.attention_blocks, self.norms):
-            hidden_states = attention(norm(hidden_states), num_frames) + hidden_states
+            hidden_states = attention(norm(hidden_states)) + hidden_states
         return self.ff(self.ff_norm(hidden_states)) + hidden_states
 
 
 class TemporalTransformer3D(nn.Module):
-    """GroupNorm -> linear proj_in -> temporal blocks -> linear proj_out, plus the input (residual)."""
+    """GroupNorm -> linear proj_in -> temporal blocks -> linear proj_out, plus the input (residual).
+
+    The frames of each location are gathered into one sequence once, before ``proj_in``, and scattered
+    back once, after ``proj_out``: one layout copy each way per module instead of two per attention block."""
 
     def __init__(self, channels: int, heads: int, num_layers: int, num_attention_blocks: int,
                  position_encoding: bool, max_len: int, attention_dim_div: int):
@@ -107,14 +109,18 @@ class TemporalTransformer3D(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
         bf, channels, height, width = hidden_states.shape
+        batch, tokens = bf // num_frames, height * width
         residual = hidden_states
         x = self.norm(hidden_states)
-        x = x.permute(0, 2, 3, 1).reshape(bf, height * width, channels)
+        # (b f) c h w -> (b h w) f c
+        x = x.reshape(batch, num_frames, channels, tokens).permute(0, 3, 1, 2).reshape(batch * tokens, num_frames,
+                                                                                        channels)
         x = self.proj_in(x)
         for block in self.transformer_blocks:
-            x = block(x, num_frames)
+            x = block(x)
         x = self.proj_out(x)
-        x = x.reshape(bf, height, width, channels).permute(0, 3, 1, 2).contiguous()
+        # (b h w) f c -> (b f) c h w
+        x = x.reshape(batch, tokens, num_frames, channels).permute(0, 2, 3, 1).reshape(bf, channels, height, width)
         return x + residual
 
 
