@@ -56,6 +56,7 @@ from anycharv.model.encoders import (
     clip_image_embeds,
     decode_latents,
     encode_frames,
+    module_device_dtype,
 )
 from anycharv.model.feed_forward_chunks import ROWS as FEED_FORWARD_ROWS
 from anycharv.model.feed_forward_chunks import blocked_feed_forwards
@@ -118,11 +119,6 @@ def window_groups(windows: list[list[int]], size: int) -> list[list[list[int]]]:
         else:
             groups.append([window])
     return groups
-
-
-def _device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    p = next(module.parameters())
-    return p.device, p.dtype
 
 
 class AnyCharVPipeline(DiffusionPipeline):
@@ -232,7 +228,7 @@ class AnyCharVPipeline(DiffusionPipeline):
     @torch.no_grad()
     def encode_pose(self, pose: np.ndarray, height: int, width: int, chunk_size: int) -> torch.Tensor:
         """uint8 (F,H,W,3) -> pose features (1,C,F,h,w); the guider is per frame, so chunking is exact."""
-        device, dtype = _device_dtype(self.pose_guider)
+        device, dtype = module_device_dtype(self.pose_guider)
         out = []
         for start in range(0, len(pose), chunk_size):
             x = pixels_to_tensor(resize_frames(pose[start:start + chunk_size], height, width), signed=False)
@@ -339,9 +335,9 @@ class AnyCharVPipeline(DiffusionPipeline):
                                   context_stride)
         scale = OFFICIAL_LATENT_SCALE if opts.latent_scale == "official" else float(self.vae.config.scaling_factor)
         device = self._execution_device
-        unet_dtype = _device_dtype(self.denoising_unet)[1]
-        encode_chunk_size = encode_chunk_size or auto_chunk_frames(device, height, width)
-        decode_chunk_size = decode_chunk_size or auto_chunk_frames(device, height, width)
+        unet_dtype = module_device_dtype(self.denoising_unet)[1]
+        auto_chunk = auto_chunk_frames(device, height, width)
+        encode_chunk_size, decode_chunk_size = encode_chunk_size or auto_chunk, decode_chunk_size or auto_chunk
 
         # 1. conditions (all float32 on the execution device; cast per call)
         embeds, ref_latent = self.encode_reference(ref, height, width, scale)
@@ -394,7 +390,7 @@ class AnyCharVPipeline(DiffusionPipeline):
 
         opts = options or self.resolve_options()
         device = self._execution_device
-        unet_dtype = _device_dtype(self.denoising_unet)[1]
+        unet_dtype = module_device_dtype(self.denoising_unet)[1]
         num_frames = target_latents.shape[2]
         if windows is None:
             windows = context_windows(opts.context_schedule, num_frames, context_frames, context_overlap, 1)
@@ -427,7 +423,7 @@ class AnyCharVPipeline(DiffusionPipeline):
         rows = FEED_FORWARD_ROWS if device.type == "cpu" else None
         try:
             with blocked_feed_forwards((self.reference_unet, self.denoising_unet), rows):
-                ref_dtype = _device_dtype(self.reference_unet)[1]
+                ref_dtype = module_device_dtype(self.reference_unet)[1]
                 self.reference_unet(ref_latent.to(device, ref_dtype).repeat(halves, 1, 1, 1),
                                     torch.zeros_like(timesteps[0]), encoder_hidden_states=context.to(ref_dtype))
                 control.update()
@@ -457,7 +453,7 @@ class AnyCharVPipeline(DiffusionPipeline):
                             context: torch.Tensor, halves: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One step's UNet predictions summed over the windows, (halves,4,F,h,w), and how many windows
         covered each frame, (1,1,F,1,1)."""
-        device, unet_dtype = latents.device, _device_dtype(self.denoising_unet)[1]
+        device, unet_dtype = latents.device, module_device_dtype(self.denoising_unet)[1]
         noise_pred = torch.zeros((halves, *latents.shape[1:]), device=device, dtype=torch.float32)
         counter = torch.zeros((1, 1, latents.shape[2], 1, 1), device=device, dtype=torch.float32)
         for group in groups:
@@ -510,7 +506,7 @@ class AnyCharVPipeline(DiffusionPipeline):
             return latents
         num_frames = latents.shape[2]
         height, width = latents.shape[3] * self.vae_scale_factor, latents.shape[4] * self.vae_scale_factor
-        chunk_size = decode_chunk_size or auto_chunk_frames(_device_dtype(self.vae)[0], height, width)
+        chunk_size = decode_chunk_size or auto_chunk_frames(module_device_dtype(self.vae)[0], height, width)
         uint8_mode = opts.uint8_conversion
         if output_type in ("np", "pt"):
             video = decode_latents(self.vae, latents, scale=scale, chunk_size=chunk_size)  # (1,3,F,H,W)
