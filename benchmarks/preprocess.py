@@ -10,11 +10,12 @@ this order:
 
 * ``plain:<path>``: plan + every stage's ``process_batch`` per clip in one process; ``bare_s`` is
   the sum of the stage calls (the model work), ``plan_s`` the probing/splitting. Paths (config
-  switches, see ``PATHS``): ``today`` (no keypoint reuse, ISNet at ``mask.size``: the behaviour
-  before the reuse existed), ``new`` (the defaults: the pose stage reuses detect+track's
-  keypoints), ``fit_crop`` (the new path plus the opt-in crop-sized ISNet input) and ``fp32`` (the
-  new path with the fp16 ISNet release, which runs as an fp32 graph on CPU); the last two in the
-  first round only.
+  switches, see ``PATHS``): ``today`` (no keypoint reuse, ISNet at ``mask.size`` run by
+  onnxruntime: the behaviour before the reuse and the int8 engine existed), ``new`` (the defaults:
+  the pose stage reuses detect+track's keypoints, ISNet runs on the torch-int8 engine),
+  ``fit_crop`` (the new path plus the opt-in crop-sized ISNet input) and ``fp32`` (the new path
+  with the fp16 ISNet release, which runs as an fp32 graph on CPU); the last two in the first
+  round only.
 * ``<backend>:<workers>`` for ``ray-actors`` and ``ray-data`` with 1 and 2 workers per stage: the
   runner (new path) on a local cluster of that many CPUs.
 
@@ -47,7 +48,7 @@ SAMPLES = ["sports2d_demo.mp4", "pose2sim_cam01.mp4"]
 OVERRIDES = ["decode.short_side=512", "split.clip_len=8", "split.min_len=8", "split.stride=16",
              "split.max_clips_per_video=4", "mask.size=512", "filter.people_rule='off'", "runtime.progress=false"]
 PATHS = {
-    "today": ["detect.keypoints=false", "pose.reuse_detect=false", "mask.fit_crop=false"],
+    "today": ["detect.keypoints=false", "pose.reuse_detect=false", "mask.fit_crop=false", "mask.engine=onnxruntime"],
     "new": [],
     "fit_crop": ["mask.fit_crop=true"],
     "fp32": ["mask.weights=isnet-fp16.onnx"],

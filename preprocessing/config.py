@@ -99,6 +99,10 @@ class MaskConfig(StrictModel):
                                               "change with its input size (see fine_mask.py); off: always mask.size")
     crop_margin: float = Field(0.15, ge=0, le=2, description="box is enlarged by this share per side for the crop")
     threshold: float = Field(0.5, gt=0, lt=1, description="foreground probability threshold")
+    engine: Literal["auto", "onnxruntime", "torch-int8"] = Field(
+        "auto", description="what runs the ISNet graph: onnxruntime, or torch-int8 (the quantized isnet.onnx with "
+                            "int8 matrix products, same masks, faster on CPU); auto: torch-int8 for a quantized graph "
+                            "on CPU, else onnxruntime")
     imgsz: int = Field(640, ge=32, description="inference size for the ultralytics backend")
     conf: float = Field(0.25, ge=0, le=1, description="instance confidence for the ultralytics YOLO-seg backend")
     device: str = "auto"

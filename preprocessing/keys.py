@@ -1,9 +1,9 @@
 """What enters the content-derived keys of preprocessing, and what does not.
 
 A key must change when, and only when, the annotations would. So the hashes take each config
-section without its execution fields (device, GPU share, batch size: they decide where and how fast
-a stage runs, not what it writes), and take a weights file by its content, not by its path (the
-same checkpoint on a laptop and on a cluster gives the same ids). The preview is drawn from the
+section without its execution fields (device, GPU share, batch size, the mask engine: they decide
+where and how fast a stage runs, not what it writes), and take a weights file by its content, not
+by its path (the same checkpoint on a laptop and on a cluster gives the same ids). The preview is drawn from the
 annotations, so its settings key only the preview stage, never a clip id.
 
 * ``content_hash(cfg)``: part of every clip id (``plan.clip_id``) and the ``config_hash`` column.
@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 # Fields that decide where and how fast a stage runs, never what it computes.
-EXECUTION_FIELDS = frozenset({"device", "gpus", "batch"})
+EXECUTION_FIELDS = frozenset({"device", "gpus", "batch", "engine"})
 # Fields that name a weights file or folder: keyed by content.
 WEIGHT_FIELDS = frozenset({"weights"})
 # Sections that do not enter the clip id (drawn from the annotations; keyed per stage only).

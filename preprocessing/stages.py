@@ -248,6 +248,12 @@ class FineMaskStage(ClipStage):
 
         self.masker = build_masker(self.cfg)
         self.device = str(pick_device(self.cfg.device))
+        if getattr(self.masker, "engine", None) == "torch-int8":
+            from anycharv.allocator import keep_freed_memory
+
+            # the int8 engine allocates its activations afresh per frame: without this a 1024 input pays
+            # ~600k page faults per frame (3.5 s instead of 2.0 s on one core)
+            keep_freed_memory()
 
     def run(self, task: ClipTask) -> ClipTask:
         res = self.masker(clip_frames(task), load_boxes(task))
@@ -256,6 +262,8 @@ class FineMaskStage(ClipStage):
         task.stats["mask_box_coverage"] = float(np.mean(res.coverage[seen])) if seen.any() else 0.0
         task.stats["mask_outside_box"] = float(np.mean(res.outside[seen])) if seen.any() else 0.0
         task.stats["mask_backend"] = self.cfg.backend
+        if getattr(self.masker, "engine", None):
+            task.stats["mask_engine"] = self.masker.engine
         return task
 
 

@@ -16,7 +16,8 @@ from anycharv.preprocessing.stages import build_clip_stages
 
 BASE = ["decode.short_side=256", "split.clip_len=8", "split.min_len=8", "split.max_clips_per_video=2"]
 NOT_CONTENT = ["detect.gpus=0.5", "runtime.device=cuda:0", "preview.height=300", "preview.num_frames=8",
-               "detect.batch=2", "pose.batch=3", "mask.gpus=0.25", "pose.device=cpu", "runtime.num_workers=3",
+               "detect.batch=2", "pose.batch=3", "mask.gpus=0.25", "mask.engine=onnxruntime", "pose.device=cpu",
+               "runtime.num_workers=3",
                "runtime.batch_size=4", "runtime.stage_workers.pose=2"]
 
 
@@ -79,4 +80,4 @@ def test_stage_keys_follow_what_each_stage_reads():
     assert changed("pose.imgsz=320") == ["filter", "pose", "preview"]
     assert changed("detect.conf=0.3") == sorted(base)  # everything reads the boxes
     assert changed("preview.height=300") == ["preview"]
-    assert changed("detect.gpus=0.5", "runtime.device=cuda:0", "pose.batch=3") == []
+    assert changed("detect.gpus=0.5", "runtime.device=cuda:0", "pose.batch=3", "mask.engine=onnxruntime") == []
