@@ -19,6 +19,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from torch import nn
 
 from anycharv.errors import ConfigError
+from anycharv.model.single_key_attention import use_single_key_cross_attention
 from anycharv.model.unet_3d_blocks import DOWN_BLOCKS, UP_BLOCKS, UNetMidBlock3DCrossAttn
 from anycharv.model.unet_common import UNetSkeleton, down_channel_plan, fold_frames, unfold_frames, up_channel_plan
 
@@ -172,6 +173,7 @@ class DenoisingUNet3D(UNetSkeleton):
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
+        use_single_key_cross_attention(self)
 
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
                 pose_cond_fea: torch.Tensor | None = None) -> torch.Tensor:

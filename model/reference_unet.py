@@ -18,6 +18,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2DCrossAttn, get_down_block, get_up_block
 
 from anycharv.errors import ConfigError
+from anycharv.model.single_key_attention import use_single_key_cross_attention
 from anycharv.model.unet_common import UNetSkeleton, down_channel_plan, up_channel_plan
 
 DOWN_2D = ("CrossAttnDownBlock2D", "DownBlock2D")
@@ -125,6 +126,7 @@ class ReferenceUNet2D(UNetSkeleton):
                 prev_output_channel=prev, add_upsample=add_upsample, resolution_idx=i,
                 num_attention_heads=up_heads[i], attention_head_dim=cout // up_heads[i], **common,
             ))
+        use_single_key_cross_attention(self)
 
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
         r"""

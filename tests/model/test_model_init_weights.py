@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import MotionAdapter, UNet2DConditionModel
+from diffusers.models.attention_processor import AttnProcessor2_0
 
 from anycharv.errors import WeightsError
 from anycharv.model.init_weights import (
@@ -13,6 +14,7 @@ from anycharv.model.init_weights import (
     reference_unet_from_unet2d,
     widen_conv_in,
 )
+from anycharv.model.single_key_attention import use_single_key_cross_attention
 
 WIDTHS = (32, 32, 64)
 
@@ -77,15 +79,19 @@ def test_reference_unet_equals_sd_unet_last_up_block(sd_unet):
     model = reference_unet_from_unet2d(folder / "unet").eval()
     assert not hasattr(model, "conv_out")
     latents, context = _inputs()
-    captured = {}
-    hook = unet.up_blocks[-1].register_forward_hook(lambda m, i, o: captured.setdefault("out", o))
+    captured = []
+    hook = unet.up_blocks[-1].register_forward_hook(lambda m, i, o: captured.append(o))
     try:
         with torch.no_grad():
+            unet(latents[:, :, 0], 0, context)
+            use_single_key_cross_attention(unet)  # our UNets' cross-attention processor, for a bit-exact check
             unet(latents[:, :, 0], 0, context)
             ours = model(latents[:, :, 0], 0, context)
     finally:
         hook.remove()
-    assert torch.equal(ours, captured["out"])
+        unet.set_attn_processor(AttnProcessor2_0())
+    assert torch.equal(ours, captured[1])  # the same network and weights
+    torch.testing.assert_close(ours, captured[0], rtol=0, atol=1e-5)  # against diffusers' SDPA: rounding only
 
 
 def test_motion_adapter_folder_and_animatediff_ckpt_give_the_same_network(sd_unet, adapter_folder, tmp_path):
