@@ -4,9 +4,10 @@ glibc serves allocations above its mmap threshold with fresh ``mmap`` pages and 
 frees, so every denoising step pays page faults again for activations it allocated the step before.
 Raising the mmap threshold to glibc's maximum and switching trimming off lets the heap reuse those
 pages: the same result, about 4-13% less time per CPU inference call measured here
-(``benchmarks/vs_official.py``), and 1.3x faster 1024 px ISNet frames on the int8 engine. Peak memory stays what the largest step needs, but the process
-keeps it until it exits, which suits one-job processes (the CLI, batch and mask workers), not a long-lived
-host process that runs other work afterwards; hence a function to call, never an import side effect.
+(``benchmarks/vs_official.py``), and 1024 px ISNet frames on the int8 engine 1.3x faster. Peak memory
+stays what the largest step needs, but the process keeps it until it exits, which suits one-job
+processes (the CLI, batch and mask workers), not a long-lived host process that runs other work
+afterwards; hence a function to call, never an import side effect.
 """
 
 from __future__ import annotations
