@@ -33,7 +33,7 @@ import numpy as np
 from anycharv.boxes import boxes_to_masks
 from anycharv.devices import pick_device
 from anycharv.preprocessing.config import MaskConfig, resolve_weights
-from anycharv.preprocessing.isnet_graph import ISNET_NATIVE, isnet_graph
+from anycharv.preprocessing.isnet_graph import ISNET_NATIVE, load_isnet_graph
 
 ISNET_STEP = 128  # input sides the rewritten graph takes exactly
 
@@ -133,16 +133,13 @@ def isnet_engine(cfg: MaskConfig, device_type: str, quantized: bool) -> str:
 
 class IsnetMasker(_BoxMasker):
     def __init__(self, cfg: MaskConfig):
-        import onnx
-
         from anycharv.preprocessing.int8_graph import Int8Graph
 
         self.cfg = cfg
         path = resolve_weights(cfg.weights)
         device = pick_device(cfg.device)
         resizable = cfg.size != ISNET_NATIVE or cfg.fit_crop
-        graph = isnet_graph(path, device.type, resizable)
-        model = onnx.load(graph) if isinstance(graph, str) else onnx.load_from_string(graph)
+        model, rewritten = load_isnet_graph(path, device.type, resizable)
         quantized = any(n.op_type == "ConvInteger" for n in model.graph.node)
         self.engine = isnet_engine(cfg, device.type, quantized)
         self.input_name = model.graph.input[0].name
@@ -154,7 +151,7 @@ class IsnetMasker(_BoxMasker):
             self.int8 = Int8Graph(model, [self.output_name], source=cfg.weights)
             self.session = None
         else:
-            self.session = ort_session(graph, device)
+            self.session = ort_session(model.SerializeToString() if rewritten else path, device)
 
     def input_size(self, crop_height: int, crop_width: int) -> int:
         """Side of the model input for a crop of this size (see ``isnet_input_size``)."""

@@ -248,6 +248,7 @@ def resize_linear(x, size: tuple[int, int], scales: tuple[float, float]):
             out[:, :, ry, :, rx] = acc
     return out.reshape(n, h * fy, w * fx, c).permute(0, 3, 1, 2)
 
+
 class Int8Graph:
     """A quantized ONNX graph (the ops in ``SUPPORTED_OPS``) as a torch program. ``run`` takes the
     input as a numpy float32 array and returns the requested outputs by name.

@@ -1,9 +1,9 @@
 """Load-time rewrites of the released ISNet ONNX graphs, so one model file serves every device and size.
 
 - ``float32_graph``: the fp16 release (``isnet-fp16.onnx``) with every fp16 weight, constant and cast
-  turned to fp32. onnxruntime's CPU provider has no fast fp16 convolution, and the quint8 release's
-  ``ConvInteger`` is slow too: the fp32 graph runs ISNet about 1.35x faster than the quint8 one on CPU
-  (``benchmarks/preprocess.py``). On CUDA the fp16 graph is kept as released.
+  turned to fp32. onnxruntime's CPU provider has no fast fp16 convolution (on CPU the quint8 release
+  on the torch-int8 engine, ``int8_graph``, is faster still). On CUDA the fp16 graph is kept as
+  released.
 - ``resizable_graph``: the releases bake the native 1024x1024 size into every ``Resize`` node, either
   as a ``sizes`` initializer (quint8) or as ``Concat(Shape(x)[:2], constant)`` (fp16). Each becomes a
   ``scales`` initializer and the input's H, W become free, which is exact for sides that are
@@ -156,17 +156,22 @@ def resizable_graph(model, source: str = "ISNet"):
     return model
 
 
-def isnet_graph(model_path: str, device_type: str, resizable: bool) -> bytes | str:
-    """The graph to load for ``device_type``: the file itself when no rewrite is needed, else the
-    rewritten graph's bytes (fp32 on CPU for an fp16 release; scale-valued Resize when ``resizable``)."""
+def load_isnet_graph(model_path: str, device_type: str, resizable: bool):
+    """``(model, rewritten)``: the graph to run on ``device_type`` as an ONNX ModelProto (fp32 on CPU
+    for an fp16 release; scale-valued Resize when ``resizable``), and whether it differs from the file."""
     import onnx
 
     model = onnx.load(model_path)
     to_fp32 = device_type != "cuda" and has_fp16_weights(model)
-    if not (to_fp32 or resizable):
-        return model_path
     if to_fp32:
         float32_graph(model)
     if resizable:
         resizable_graph(model, model_path)
-    return model.SerializeToString()
+    return model, to_fp32 or resizable
+
+
+def isnet_graph(model_path: str, device_type: str, resizable: bool) -> bytes | str:
+    """The graph to load into onnxruntime: the file itself when no rewrite is needed, else the
+    rewritten graph's bytes (see ``load_isnet_graph``)."""
+    model, rewritten = load_isnet_graph(model_path, device_type, resizable)
+    return model.SerializeToString() if rewritten else model_path

@@ -5,7 +5,6 @@ images, and the masker's engine choice."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -17,7 +16,7 @@ from anycharv.preprocessing import int8_graph
 from anycharv.preprocessing.config import MaskConfig
 from anycharv.preprocessing.fine_mask import IsnetMasker, isnet_engine
 from anycharv.preprocessing.int8_graph import Int8Graph, UnsupportedGraph
-from anycharv.preprocessing.isnet_graph import isnet_graph
+from anycharv.preprocessing.isnet_graph import isnet_graph, load_isnet_graph
 
 
 def _model(nodes, inits, outputs, shape=None):
@@ -144,8 +143,7 @@ def test_real_isnet_gives_onnxruntimes_output(side):
     """The released quantized graph, resizable at 256 and as released (size-valued Resize) at 1024."""
     path = str(asset_path("isnet.onnx"))
     graph = isnet_graph(path, "cpu", resizable=side != 1024)
-    model = onnx.load(graph) if isinstance(graph, str) else onnx.load_from_string(graph)
-    ours = Int8Graph(model, ["output"])
+    ours = Int8Graph(load_isnet_graph(path, "cpu", resizable=side != 1024)[0], ["output"])
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
